@@ -1,0 +1,155 @@
+"""The `ablate` command line: `ablate run` (gate, train, report) and `ablate validate` (the gate alone).
+
+Prefect, Great Expectations and TensorFlow are imported only after the arguments are parsed and the dataset
+path is checked, so `--help` and bad input answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tasks.errors import EXIT_BAD_INPUT, AblationError
+from tasks.grid import AXES
+
+EXIT_CODES = """exit codes:
+  0  success (gate warnings allowed)
+  1  the data-quality gate found critical problems (the report says which images)
+  2  bad input or usage: missing or unreadable dataset, bad option
+  130  interrupted (Ctrl-C)"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ablate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES,
+        description="Find out why a Keras image classifier is not improving: gate the data, ablate, report.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,validate}")
+    run = commands.add_parser("run", help="gate the dataset, train the ablation grid, write the report",
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
+    run.add_argument("--dataset", default="digits",
+                     help="'digits' (built in), a folder with train/<class>/* [and test/<class>/*], or an .npz "
+                          "with x_train, y_train, x_test, y_test (default: digits)")
+    run.add_argument("--epochs", type=_positive, default=10, help="epochs per training run (default: 10)")
+    run.add_argument("--seeds", type=_positive, default=3, help="seeds per variant (default: 3)")
+    run.add_argument("--axes", type=_axes, nargs="+", default=None, metavar="AXIS",
+                     help=f"axes to ablate, space- or comma-separated (default: all of {', '.join(AXES)})")
+    run.add_argument("--gate", choices=["fail", "warn"], default="fail",
+                     help="on critical data problems: stop before training (fail, default) or train anyway (warn)")
+    validate = commands.add_parser("validate", help="run the data-quality gate alone",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
+    validate.add_argument("dataset", nargs="?", default="digits", help="'digits', a folder or an .npz file")
+    for sub in (run, validate):
+        sub.add_argument("--limit", type=_positive, default=None, help="at most N images per split, stratified")
+        sub.add_argument("--image-size", type=_image_size, default=None, metavar="N|HxW",
+                         help="bring every image to this size (default: the most common size)")
+        sub.add_argument("--val-fraction", type=float, default=0.2,
+                         help="share held out for validation when the dataset has no test split (default: 0.2)")
+        sub.add_argument("--out", type=Path, default=None, help="reports folder (default: ./reports of the project)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        from tasks.datasets import resolve_source
+
+        resolve_source(args.dataset)  # fail fast on a missing or unknown dataset, before Prefect starts
+        with _one_line_errors():
+            summary = _run(args)
+    except AblationError as exc:
+        print(f"ablate: {'gate failed' if exc.exit_code == 1 else 'error'}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ablate: interrupted; training processes stopped", file=sys.stderr)
+        return 130
+    print(f"\nreport: {summary['report']}")
+    print(_time_split(summary["timings"], time.perf_counter() - started))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> dict:
+    common = {"dataset": args.dataset, "out": args.out, "image_size": args.image_size,
+              "val_fraction": args.val_fraction, "limit": args.limit}
+    if args.command == "validate":
+        from flows.data_quality_gate import data_quality_gate
+
+        return data_quality_gate(**common)
+    from flows.ablation import ablation
+
+    axes = [axis for group in args.axes for axis in group] if args.axes else None
+    return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate)
+
+
+def _time_split(timings: dict, total: float) -> str:
+    """Loading, gate, training, report, and the rest (Prefect start-up, process start-up, waiting) as overhead."""
+    parts = [f"loading {timings.get('loading', 0):.1f} s", f"gate {timings.get('gate', 0):.1f} s"]
+    spent = timings.get("loading", 0) + timings.get("gate", 0) + timings.get("report", 0)
+    if "training (wall)" in timings:
+        slowest = timings["training (slowest slot)"]
+        parts.append(f"training {timings['training (inside processes, summed)']:.1f} s inside "
+                     f"{timings['slots']:.0f} training process(es) (slowest slot {slowest:.1f} s, "
+                     f"wall {timings['training (wall)']:.1f} s)")
+        spent += slowest
+    parts += [f"report {timings.get('report', 0):.1f} s", f"orchestration overhead {total - spent:.1f} s"]
+    return f"time: {total:.1f} s total = " + ", ".join(parts)
+
+
+class _DropExpectedTracebacks(logging.Filter):
+    """Prefect logs a task's or flow's exception with its traceback; for a user's error one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], AblationError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+class _one_line_errors:
+    """Attach that filter where Prefect's run loggers create their records (logger filters outlive its set-up)."""
+
+    LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine")
+
+    def __enter__(self):
+        self.filter = _DropExpectedTracebacks()
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self.filter)
+
+    def __exit__(self, *exc):
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self.filter)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _axes(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in AXES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown axis {', '.join(unknown) or text!r}; choose from {', '.join(AXES)}")
+    return names
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts) * (2 if len(parts) == 1 else 1)
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 32 or 32x48), got {text!r}")
+    return size
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

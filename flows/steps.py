@@ -1,0 +1,101 @@
+"""The Prefect tasks: thin wrappers that load inputs, call one pure function from `tasks/`, return a small record.
+
+They live here rather than at the end of each `tasks/` module so that the pure modules stay free of Prefect:
+training processes import them, and Prefect's import would add seconds to each process's start.
+Only paths, fingerprints, configs and metrics cross between tasks; arrays are loaded where they are used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.aggregate import mean_curves, results_table, summarise, verdict
+from tasks.datasets import load_cache, load_dataset, save_cache
+from tasks.gate import GateResult, run_gate
+from tasks.grid import Cell
+from tasks.paths import cache_dir
+from tasks.pixel_stats import pixel_stats
+from tasks.report import render_report
+from tasks.runs import write_atomic, write_runs_index
+from tasks.slots import SlotPool, WorkerCrashed
+from tasks.training import failed_record
+
+
+@task(name="load dataset", cache_policy=NO_CACHE)
+def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fraction: float,
+                      limit: int | None, reports_dir: Path) -> dict:
+    """Decode the dataset, cache it by fingerprint for the training processes, return its facts."""
+    started = time.perf_counter()
+    data = load_dataset(spec, image_size, val_fraction, limit)
+    path = save_cache(data, cache_dir(reports_dir))
+    get_run_logger().info("loaded %s: %d training and %d test images of %s, %d classes (fingerprint %s)",
+                          data.name, len(data.y_train), len(data.y_test), "x".join(map(str, data.x_train.shape[1:])),
+                          len(data.class_names), data.fingerprint)
+    return {"name": data.name, "source": spec, "fingerprint": data.fingerprint, "cache_path": str(path),
+            "train_images": len(data.y_train), "test_images": len(data.y_test),
+            "image_shape": "x".join(map(str, data.x_train.shape[1:])), "dtype": str(data.x_train.dtype),
+            "class_names": data.class_names, "seconds": time.perf_counter() - started}
+
+
+@task(name="data-quality gate", cache_policy=NO_CACHE)
+def gate_step(data: dict, run_dir: Path) -> GateResult:
+    """Profile every image, validate the table with Great Expectations, write gate.json and Data Docs."""
+    dataset = load_cache(data["cache_path"])
+    stats = pixel_stats(dataset)
+    stats.to_csv(run_dir / "pixel_stats.csv", index=False)
+    result = run_gate(stats, dataset.class_names, run_dir / "data_docs")
+    write_atomic(run_dir / "gate.json", result.to_json())
+    logger = get_run_logger()
+    for check in result.failed:
+        log = logger.error if check.severity == "critical" else logger.warning
+        log("gate %s: %s: %s%s", check.severity, check.name, check.observed,
+            f" (e.g. {', '.join(check.offending[:3])})" if check.offending else "")
+    logger.info("data-quality gate: %s (%d images, %d checks)", result.status, result.images, len(result.checks))
+    return result
+
+
+@task(name="train cell", task_run_name="train {cell.axis}: {cell.variant} seed {cell.config.seed}",
+      cache_policy=NO_CACHE)
+def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool) -> dict:
+    """Train one cell in the pool's training processes; a crash becomes a "failed" record, not an exception."""
+    try:
+        record, slot = pool.run({"cell": cell.to_dict(), "dataset_path": dataset_path})
+        record["slot"] = slot.index
+    except WorkerCrashed as exc:
+        record = failed_record(cell.to_dict(), str(exc)) | {"slot": -1}
+    if record["status"] == "failed":
+        get_run_logger().error("%s failed: %s %s", cell.key, record["error"], record["error_detail"])
+    return record
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, run_dir: Path) -> str:
+    """Aggregate the records, write results.csv and index.html, publish Prefect artifacts."""
+    started = time.perf_counter()
+    summary = results = curves = outcome = None
+    if records:
+        results = results_table(records)
+        results.to_csv(run_dir / "results.csv", index=False)
+        summary = summarise(results)
+        outcome = verdict(summary)
+        curves = mean_curves(records)
+    run = run | {"data_docs_link": "data_docs/index.html" if gate and gate.data_docs else None}
+    page = write_atomic(run_dir / "index.html", render_report(run, gate, summary, outcome, curves, results))
+    run_record = {"dataset": run["dataset"], "status": run["status"], "report": str(page),
+                  "headline": outcome.headline if outcome else run.get("error") or run["status"]}
+    write_atomic(run_dir / "summary.json", json.dumps(run_record | {"timings": run.get("timings")}))
+    write_runs_index(run_dir.parent)
+    if summary is not None:
+        columns = ["axis", "variant", "scored", "mean_best", "std_best", "delta", "ci_low", "ci_high", "effect"]
+        create_table_artifact(key="ablation-results", table=summary[columns].round(4).to_dict("records"),
+                              description=outcome.headline)
+    create_link_artifact(key="ablation-report", link=page.resolve().as_uri(), link_text="ablation report",
+                         description=run_record["headline"])
+    get_run_logger().info("report written in %.1f s: %s", time.perf_counter() - started, page)
+    return str(page)

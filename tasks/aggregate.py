@@ -1,0 +1,131 @@
+"""Turn per-cell records into per-variant statistics and a verdict: which change helps, by how much, how sure.
+
+Effects are paired: a variant and the baseline trained with the same seed share initial weights and data
+order, so their difference on that seed isolates the change. An effect is called "helps" or "hurts" only when
+the 95% t-interval of the mean paired difference excludes zero, never from the mean alone.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from tasks.grid import AXES, BASELINE_AXIS, baseline_value
+
+RESULT_COLUMNS = ["axis", "variant", "seed", "status", "best_val_accuracy", "final_val_accuracy",
+                  "final_train_accuracy", "epochs", "seconds", "slot", "error"]
+SCORED = ("ok", "diverged")  # a diverged run still measured an accuracy: evidence that the change hurts
+HELPS, HURTS, UNCLEAR, NO_CONFIDENCE = "helps", "hurts", "no clear difference", "one seed: no confidence"
+
+
+def results_table(records: list[dict]) -> pd.DataFrame:
+    """One row per cell with the columns of results.csv first, then the cell's config."""
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in records])
+    config_columns = [c for c in table.columns if c not in RESULT_COLUMNS + ["error_detail"]]
+    return table.reindex(columns=RESULT_COLUMNS + config_columns + ["error_detail"])
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: seeds scored, mean and std of best/final val accuracy, paired delta to baseline with CI."""
+    scored = results[results["status"].isin(SCORED)]
+    baseline = scored[scored["axis"] == BASELINE_AXIS].set_index("seed")["best_val_accuracy"]
+    rows = []
+    for (axis, variant), group in results.groupby(["axis", "variant"], sort=False):
+        ok = group[group["status"].isin(SCORED)]
+        row = {"axis": axis, "variant": variant, "cells": len(group), "scored": len(ok),
+               "failed": int((group["status"] == "failed").sum()),
+               "diverged": int((group["status"] == "diverged").sum()),
+               "mean_best": ok["best_val_accuracy"].mean(), "std_best": ok["best_val_accuracy"].std(),
+               "mean_final": ok["final_val_accuracy"].mean(), "std_final": ok["final_val_accuracy"].std()}
+        if axis != BASELINE_AXIS:
+            paired = ok.set_index("seed")["best_val_accuracy"] - baseline
+            row |= paired_effect(paired.dropna().to_numpy())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_effect(differences: np.ndarray, confidence: float = 0.95) -> dict:
+    """Mean paired difference, its t-interval, and the label the interval supports."""
+    n = len(differences)
+    if n == 0:
+        return {"pairs": 0, "delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "effect": "not scored"}
+    mean = float(differences.mean())
+    if n == 1:
+        return {"pairs": 1, "delta": mean, "ci_low": math.nan, "ci_high": math.nan, "effect": NO_CONFIDENCE}
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * differences.std(ddof=1) / math.sqrt(n))
+    low, high = mean - half, mean + half
+    effect = HELPS if low > 0 else HURTS if high < 0 else UNCLEAR
+    return {"pairs": n, "delta": mean, "ci_low": low, "ci_high": high, "effect": effect}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    headline: str
+    helps: list[dict]  # summary rows, largest gain first
+    hurts: list[dict]
+    unclear: list[dict]
+    notes: list[str]
+
+
+def verdict(summary: pd.DataFrame) -> Verdict:
+    """Rank the changes by mean paired gain and say, in words, what the intervals support."""
+    changes = summary[summary["axis"] != BASELINE_AXIS].sort_values("delta", ascending=False, na_position="last")
+    pick = lambda label: changes[changes["effect"] == label].to_dict("records")  # noqa: E731
+    helps, hurts = pick(HELPS), pick(HURTS)
+    unclear = pick(UNCLEAR) + pick(NO_CONFIDENCE)
+    notes = []
+    if len(changes) and (changes["effect"] == NO_CONFIDENCE).all():
+        notes.append("Each variant ran with one seed, so no confidence can be given: run with --seeds 3 or more.")
+    failed = int(summary["failed"].sum())
+    if failed:
+        notes.append(f"{failed} training run(s) failed and are left out; see the table of all runs.")
+    if helps:
+        best = helps[0]
+        headline = (f"{_describe(best)} helps most: +{best['delta'] * 100:.1f} points of best validation accuracy "
+                    f"over the baseline (95% CI {best['ci_low'] * 100:+.1f} to {best['ci_high'] * 100:+.1f}).")
+    elif len(changes) and changes["delta"].notna().any():
+        top = changes.iloc[0]
+        headline = (f"No change clearly beats the baseline. The largest mean gain, {_describe(top)} "
+                    f"({top['delta'] * 100:+.1f} points), is within the noise between seeds.")
+    else:
+        headline = "No change could be compared with the baseline."
+    return Verdict(headline, helps, hurts, unclear, notes)
+
+
+def _describe(row) -> str:
+    return f"{row['variant']} ({row['axis'].replace('_', ' ')})"
+
+
+def mean_curves(records: list[dict]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """Per (axis, variant): per-epoch mean over seeds of train and validation accuracy (early stops padded)."""
+    curves: dict[tuple[str, str], dict[str, list]] = {}
+    for record in records:
+        if record["status"] in SCORED:
+            entry = curves.setdefault((record["axis"], record["variant"]), {"accuracy": [], "val_accuracy": []})
+            for key in entry:
+                entry[key].append(record["history"][key])
+    return {variant: {key: _nanmean_ragged(runs) for key, runs in entry.items()}
+            for variant, entry in curves.items()}
+
+
+def _nanmean_ragged(runs: list[list[float]]) -> np.ndarray:
+    length = max(len(run) for run in runs)
+    padded = np.full((len(runs), length), np.nan)
+    for i, run in enumerate(runs):
+        padded[i, :len(run)] = run
+    with warnings.catch_warnings():  # an epoch where every seed has NaN stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(padded, axis=0)
+
+
+def axis_rows(summary: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The baseline and the variants of one axis, in the axis's declared order, the baseline in its place."""
+    order = {name: i for i, name in enumerate(AXES[axis])}
+    rows = summary[(summary["axis"] == axis) | (summary["axis"] == BASELINE_AXIS)].copy()
+    rows["order"] = rows["variant"].map(order).fillna(order.get(baseline_value(axis), -1))
+    return rows.sort_values("order").drop(columns="order")

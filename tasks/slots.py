@@ -1,0 +1,174 @@
+"""A slot pool of long-lived training processes, one per slot, each pinned to a device.
+
+Why not one process per cell: importing TensorFlow + Keras costs ~5.5 s, more than training one small cell, so
+each process trains many cells. Why processes at all: TensorFlow keeps GPU memory until its process exits, and a
+crash (out of memory, a segfault in a kernel) must cost one cell, not the run. A dead process is reported to the
+caller as `WorkerCrashed` and replaced before the slot is used again.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PER_GPU = 8  # one H100 ran 8 Keras processes of this CNN each about as fast as one alone (host-bound)
+
+
+class WorkerCrashed(RuntimeError):
+    """The training process died while working on a cell."""
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    index: int
+    device: str  # "cpu" or "gpu:<id>"
+    threads: int  # framework intra-op threads, so slots do not fight over cores
+
+    def env(self) -> dict[str, str]:
+        """Environment the slot's process starts with, set before the framework is imported."""
+        gpu = self.device.removeprefix("gpu:") if self.device.startswith("gpu:") else ""
+        return {
+            "CUDA_VISIBLE_DEVICES": gpu,  # "" hides every GPU from a CPU slot
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # Keras on JAX: share the GPU between slots
+            "OMP_NUM_THREADS": str(self.threads),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+
+
+def plan_slots(cells: int, cpus: int, gpus: list[str], per_gpu: int = DEFAULT_PER_GPU) -> list[SlotSpec]:
+    """Several slots per GPU where there are GPUs, else one per CPU core; never more slots than cells."""
+    devices = [f"gpu:{g}" for g in gpus for _ in range(per_gpu)] if gpus else ["cpu"] * cpus
+    devices = devices[:max(1, cells)]
+    threads = max(1, cpus // len(devices))
+    return [SlotSpec(i, device, threads) for i, device in enumerate(devices)]
+
+
+def detect_gpus() -> list[str]:
+    """GPU ids this process may use: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists, else none."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class SlotPool:
+    """Run ``tasks.training.train_cell`` calls on a fixed set of processes; thread-safe ``run``."""
+
+    def __init__(self, slots: list[SlotSpec], log_dir: Path):
+        self._context = multiprocessing.get_context("spawn")  # fork would copy the parent's threads and locks
+        self._log_dir = Path(log_dir)
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._free: queue.Queue[SlotSpec] = queue.Queue()
+        self._workers: dict[int, tuple] = {}
+        self._lock = threading.Lock()
+        for slot in slots:
+            self._start(slot)  # start all now: their imports overlap with each other and the first cells
+            self._free.put(slot)
+
+    def pids(self) -> dict[int, int]:
+        """Process id per slot index (for logs and tests)."""
+        with self._lock:
+            return {index: process.pid for index, (process, _) in self._workers.items()}
+
+    def log_path(self, slot: SlotSpec) -> Path:
+        return self._log_dir / f"slot-{slot.index}.log"
+
+    def run(self, payload: dict) -> tuple[dict, SlotSpec]:
+        """Train one cell on the next free slot; returns its record and the slot it ran on."""
+        slot = self._free.get()
+        try:
+            with self._lock:
+                process, conn = self._workers[slot.index]
+            if not process.is_alive():
+                process, conn = self._start(slot)
+            conn.send(payload)
+            while not conn.poll(0.5):
+                if not process.is_alive():
+                    break
+            try:
+                return conn.recv(), slot
+            except (EOFError, OSError):
+                process.join(5)
+                self._start(slot)
+                raise WorkerCrashed(_death_reason(process.exitcode)) from None
+        finally:
+            self._free.put(slot)
+
+    def close(self) -> None:
+        """Ask every process to finish, and kill any that do not within a few seconds: no orphans."""
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for process, conn in workers:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for process, conn in workers:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            conn.close()
+
+    def __enter__(self) -> SlotPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self, slot: SlotSpec) -> tuple:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main, args=(child, slot.env(), slot.threads, str(self.log_path(slot))),
+            name=f"ablation-slot-{slot.index}", daemon=True,
+        )
+        process.start()
+        child.close()
+        with self._lock:
+            self._workers[slot.index] = (process, parent)
+        return process, parent
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode == -9:
+        return "training process was killed (SIGKILL: most often the machine ran out of memory)"
+    if exitcode is not None and exitcode < 0:
+        return f"training process died from signal {-exitcode}"
+    return f"training process exited unexpectedly (exit code {exitcode})"
+
+
+def _worker_main(conn, env: dict[str, str], threads: int, log_path: str) -> None:
+    """Body of a training process: set the device environment, import once, then train cells until told to stop."""
+    os.environ.update(env)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)  # the framework's C++ logging writes to the file descriptors, not sys.stdout
+    os.dup2(log, 2)
+    from tasks import training
+
+    training.init_process(threads)
+    while True:
+        try:
+            payload = conn.recv()
+        except (EOFError, OSError):  # the parent is gone: nothing left to do
+            return
+        if payload is None:
+            return
+        conn.send(training.train_cell(**payload))

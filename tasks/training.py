@@ -1,0 +1,130 @@
+"""Train one cell of the grid. Runs inside a long-lived training process (see `tasks.slots`).
+
+The process imports Keras once and trains many cells; between cells the Keras session is cleared. Input is a
+small dict (the cell's config and the dataset cache path); output is a small dict of metrics and per-epoch
+history. Model objects never leave the process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from dataclasses import fields
+
+import numpy as np
+
+from tasks.grid import TrainConfig
+
+_datasets: dict[str, object] = {}  # the last dataset loaded by this process: every cell of a run shares it
+HISTORY_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss")
+
+
+def init_process(threads: int) -> None:
+    """Configure the framework once per process: thread counts, GPU memory growth. Imports Keras."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        for gpu in tf.config.list_physical_devices("GPU"):  # TensorFlow would otherwise take all GPU memory
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def normalise(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels as float32: "raw" unchanged, "scale" divided by 255, "standardise" per-channel z-scores.
+
+    Standardisation uses the training split's statistics only, so nothing about the test split leaks in.
+    """
+    x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
+    if mode == "raw":
+        return x_train, x_test
+    if mode == "scale":
+        return x_train / 255.0, x_test / 255.0
+    if mode == "standardise":
+        mean = x_train.mean(axis=(0, 1, 2), keepdims=True)
+        std = x_train.std(axis=(0, 1, 2), keepdims=True) + 1e-7
+        return (x_train - mean) / std, (x_test - mean) / std
+    raise ValueError(f"unknown normalisation {mode!r}")
+
+
+def train_cell(cell: dict, dataset_path: str) -> dict:
+    """Fit the cell's model on the cached dataset and return its record. Errors become a "failed" record."""
+    started = time.perf_counter()
+    try:
+        record = _fit(cell, dataset_path)
+    except Exception as exc:
+        tail = traceback.format_exc().strip().splitlines()[-3:]
+        record = failed_record(cell, f"{type(exc).__name__}: {exc}", "\n".join(tail))
+    finally:
+        import keras
+
+        keras.backend.clear_session()  # free this cell's graph before the next one
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return record
+
+
+def config_of(cell: dict) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in cell.items() if k in names}
+    return TrainConfig(**values | {"conv_filters": tuple(values.get("conv_filters", (32,)))})
+
+
+def failed_record(cell: dict, error: str, detail: str = "") -> dict:
+    nan = float("nan")
+    return {**cell, "status": "failed", "error": error, "error_detail": detail, "best_val_accuracy": nan,
+            "final_val_accuracy": nan, "final_train_accuracy": nan, "epochs": 0, "seconds": 0.0,
+            "history": {key: [] for key in HISTORY_KEYS}}
+
+
+def _fit(cell: dict, dataset_path: str) -> dict:
+    import keras
+
+    from tasks.models import build_model
+
+    config = config_of(cell)
+    data = _dataset(dataset_path)
+    train_ok, test_ok = _labelled(data.y_train, data.class_names), _labelled(data.y_test, data.class_names)
+    x_train, x_test = normalise(data.x_train[train_ok], data.x_test[test_ok], config.normalisation)
+    y_train, y_test = data.y_train[train_ok], data.y_test[test_ok]
+
+    keras.utils.set_random_seed(config.seed)  # same seed, same initial weights and data order across variants
+    model = build_model(x_train.shape[1:], len(data.class_names), config)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    callbacks = [keras.callbacks.TerminateOnNaN(),
+                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)]
+    fit = model.fit(x_train, y_train, validation_data=(x_test, y_test), epochs=config.max_epochs,
+                    batch_size=config.batch_size, callbacks=callbacks, verbose=0)
+    history = {key: [float(v) for v in fit.history.get(key, [])] for key in HISTORY_KEYS}
+    diverged = any(math.isnan(v) for v in history["loss"])
+    val = [v for v in history["val_accuracy"] if not math.isnan(v)]
+    return {
+        **cell,
+        "status": "diverged" if diverged else "ok",
+        "error": "loss became NaN: training stopped (TerminateOnNaN)" if diverged else "",
+        "error_detail": "",
+        "best_val_accuracy": max(val) if val else float("nan"),
+        "final_val_accuracy": val[-1] if val else float("nan"),
+        "final_train_accuracy": history["accuracy"][-1] if history["accuracy"] else float("nan"),
+        "epochs": len(history["loss"]),
+        "history": history,
+    }
+
+
+def _dataset(path: str):
+    from tasks.datasets import load_cache
+
+    if path not in _datasets:
+        _datasets.clear()
+        _datasets[path] = load_cache(path)
+    return _datasets[path]
+
+
+def _labelled(labels: np.ndarray, class_names: list[str]) -> np.ndarray:
+    """Images whose label is a valid class. The gate reports the others; with --gate warn they are skipped."""
+    return (labels >= 0) & (labels < len(class_names))

@@ -1,0 +1,111 @@
+import math
+import re
+
+import numpy as np
+import pytest
+
+from tasks.aggregate import (HELPS, HURTS, NO_CONFIDENCE, UNCLEAR, mean_curves, paired_effect, results_table,
+                             summarise, verdict)
+from tasks.gate import CheckResult, GateResult
+from tasks.grid import expand_grid
+from tasks.report import render_report
+from tasks.training import failed_record
+
+
+def fake_records(seeds=3, gains=None, failed=()):
+    """Records as training returns them; ``gains`` shifts a variant's accuracy (per seed) from the baseline's."""
+    gains = gains or {}
+    records = []
+    for cell in expand_grid(seeds=seeds, epochs=3):
+        record = cell.to_dict()
+        if cell.key in failed:
+            records.append(failed_record(record, "training process was killed") | {"slot": 0})
+            continue
+        base = 0.80 + 0.01 * cell.config.seed
+        best = base + gains.get(cell.variant, 0.0) + (0.002 * cell.config.seed if cell.variant in gains else 0.0)
+        curve = [best - 0.1, best - 0.02, best]
+        records.append(record | {"status": "ok", "error": "", "error_detail": "", "best_val_accuracy": best,
+                                 "final_val_accuracy": best, "final_train_accuracy": best + 0.05, "epochs": 3,
+                                 "seconds": 1.5, "slot": cell.config.seed % 2,
+                                 "history": {"accuracy": curve, "val_accuracy": curve, "loss": [1, 0.5, 0.4],
+                                             "val_loss": [1, 0.6, 0.5]}})
+    return records
+
+
+def test_paired_effect_labels_come_from_the_interval():
+    assert paired_effect(np.array([0.05, 0.06, 0.055]))["effect"] == HELPS
+    assert paired_effect(np.array([-0.05, -0.06, -0.055]))["effect"] == HURTS
+    assert paired_effect(np.array([0.05, -0.04, 0.01]))["effect"] == UNCLEAR
+    one = paired_effect(np.array([0.3]))
+    assert one["effect"] == NO_CONFIDENCE and math.isnan(one["ci_low"])
+
+
+def test_t_interval_matches_the_textbook_value():
+    effect = paired_effect(np.array([1.0, 2.0, 3.0]))
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert effect["ci_low"] == pytest.approx(2 - half) and effect["ci_high"] == pytest.approx(2 + half)
+
+
+def test_summary_and_verdict_find_the_change_that_helps():
+    records = fake_records(gains={"standardise": 0.06, "lr 1e-4": -0.2})
+    summary = summarise(results_table(records))
+    assert len(summary) == 9
+    row = summary.set_index("variant").loc["standardise"]
+    assert row["effect"] == HELPS and row["delta"] == pytest.approx(0.062)
+    outcome = verdict(summary)
+    assert outcome.helps[0]["variant"] == "standardise" and "standardise" in outcome.headline
+    assert [r["variant"] for r in outcome.hurts] == ["lr 1e-4"]
+    assert len(outcome.unclear) == 6
+
+
+def test_verdict_says_so_when_nothing_helps_and_with_one_seed():
+    outcome = verdict(summarise(results_table(fake_records(seeds=1, gains={"dropout 0": 0.01}))))
+    assert "No change clearly beats the baseline" in outcome.headline and not outcome.helps
+    assert any("one seed" in note for note in outcome.notes)
+
+
+def test_failed_cells_are_left_out_and_counted():
+    records = fake_records(failed={"depth/1 block x16/seed0"})
+    summary = summarise(results_table(records)).set_index("variant")
+    assert summary.loc["1 block x16", "failed"] == 1 and summary.loc["1 block x16", "scored"] == 2
+    assert summary.loc["1 block x16", "pairs"] == 2
+
+
+def test_results_table_has_the_documented_columns_first():
+    table = results_table(fake_records(seeds=1))
+    assert list(table.columns[:9]) == ["axis", "variant", "seed", "status", "best_val_accuracy",
+                                       "final_val_accuracy", "final_train_accuracy", "epochs", "seconds"]
+
+
+def test_mean_curves_pad_early_stopped_runs():
+    records = fake_records(seeds=2)
+    records[0]["history"] = {k: v[:2] for k, v in records[0]["history"].items()}
+    curve = mean_curves(records)[("baseline", "baseline")]["val_accuracy"]
+    assert len(curve) == 3 and curve[2] == pytest.approx(records[1]["history"]["val_accuracy"][2])
+
+
+RUN = {"run_id": "20261128-000000-digits", "dataset": "digits", "status": "done", "started": "now",
+       "data": {"training images": 100}, "timings": {"loading": 1.0}, "parameters": {"epochs": 3}}
+
+
+def test_report_puts_the_verdict_first_holds_every_variant_and_is_self_contained():
+    records = fake_records(gains={"standardise": 0.06})
+    results = results_table(records)
+    summary = summarise(results)
+    gate = GateResult("pass", [CheckResult("no NaN pixels", "critical", True, "0 of 100 images", "why")], 100)
+    page = render_report(RUN, gate, summary, verdict(summary), mean_curves(records), results)
+    assert page.index("helps most") < page.index("Dataset and data-quality gate")
+    for variant in summary["variant"]:
+        assert variant in page
+    assert page.count("data:image/png;base64,") == 4  # one learning-curve plot per axis
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)
+
+
+def test_report_of_a_failed_gate_explains_it_and_names_images():
+    check = CheckResult("one pixel scale", "critical", False, "2 of 100 images (values: 0-1)", "Rescale them.",
+                        ["train/a/1.png", "train/b/2.png"], 2)
+    gate = GateResult("fail", [check], 100, "/x/data_docs/index.html")
+    run = RUN | {"status": "gate failed", "error": "the data-quality gate failed: one pixel scale",
+                 "data_docs_link": "data_docs/index.html"}
+    page = render_report(run, gate, None, None, None, None)
+    assert "Training did not run" in page and "train/a/1.png" in page and "data_docs/index.html" in page

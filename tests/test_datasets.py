@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.datasets import load_cache, load_dataset, resolve_source, save_cache
+from tasks.errors import DatasetError
+from tasks.sampling import holdout_mask, stratified_subset
+from tests.conftest import write_image_folder, write_npz
+
+
+def test_digits_are_uint8_0_255_at_32x32_with_a_stratified_split():
+    data = load_dataset("digits")
+    assert data.x_train.shape[1:] == (32, 32, 1) and data.x_train.dtype == np.uint8
+    assert data.x_train.max() == 255 and data.x_train.min() == 0
+    assert len(data.y_train) + len(data.y_test) == 1797
+    assert abs(len(data.y_test) / 1797 - 0.2) < 0.01
+    assert set(np.unique(data.y_test)) == set(range(10))
+    assert data.shapes_train[0].tolist() == [8, 8, 1]  # the original size is kept for the gate
+    assert not set(data.ids_train) & set(data.ids_test)
+
+
+def test_limit_caps_each_split_and_keeps_every_class():
+    data = load_dataset("digits", limit=50)
+    assert len(data.y_train) == 50 and len(data.y_test) == 50
+    assert np.bincount(data.y_train).tolist() == [5] * 10
+
+
+def test_fingerprint_is_stable_and_changes_with_one_pixel():
+    first, second = load_dataset("digits", limit=30), load_dataset("digits", limit=30)
+    assert first.fingerprint == second.fingerprint
+    second.x_train[0, 0, 0, 0] ^= 1
+    assert first.fingerprint != second.fingerprint
+
+
+def test_cache_round_trip(tmp_path):
+    data = load_dataset("digits", limit=20)
+    path = save_cache(data, tmp_path)
+    back = load_cache(path)
+    assert back.fingerprint == data.fingerprint and back.class_names == data.class_names
+    assert back.ids_test.tolist() == data.ids_test.tolist()
+
+
+def test_folder_with_train_and_test(image_folder):
+    data = load_dataset(str(image_folder))
+    assert data.class_names == ["class_0", "class_1", "class_2"]
+    assert len(data.y_train) == 18 and len(data.y_test) == 18
+    assert data.ids_train[0] == "train/class_0/img_0.png"
+    assert data.x_train.shape[1:] == (16, 16, 1)
+
+
+def test_folder_without_test_holds_out_val_fraction(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=10, test=False)
+    data = load_dataset(str(root), val_fraction=0.3)
+    assert np.bincount(data.y_test).tolist() == [3, 3, 3]
+    assert np.bincount(data.y_train).tolist() == [7, 7, 7]
+
+
+def test_folder_of_class_folders_without_train_folder(tmp_path):
+    root = tmp_path / "flat"
+    write_image_folder(tmp_path / "tmp", test=False)
+    (tmp_path / "tmp" / "train").rename(root)
+    data = load_dataset(str(root))
+    assert len(data.class_names) == 3 and len(data.y_test) > 0
+
+
+def test_mixed_sizes_and_modes_are_brought_to_the_most_common(tmp_path):
+    root = write_image_folder(tmp_path / "d", size=16)
+    Image.new("RGB", (20, 24), (255, 0, 0)).save(root / "train" / "class_0" / "odd.png")
+    data = load_dataset(str(root))
+    assert data.x_train.shape[1:] == (16, 16, 3)  # one colour image makes every image RGB
+    odd = list(data.ids_train).index("train/class_0/odd.png")
+    assert data.shapes_train[odd].tolist() == [24, 20, 3]
+    assert load_dataset(str(root), image_size=(8, 10)).x_train.shape[1:] == (8, 10, 3)
+
+
+def test_npz_with_grayscale_arrays_and_class_names(tmp_path):
+    path = write_npz(tmp_path / "d.npz", x_train=np.zeros((8, 10, 10), np.float32), y_train=np.arange(8) % 2,
+                     x_test=np.ones((4, 10, 10), np.float32), y_test=np.arange(4) % 2,
+                     class_names=np.array(["cat", "dog"]))
+    data = load_dataset(str(path))
+    assert data.x_train.shape == (8, 10, 10, 1) and data.x_train.dtype == np.float32
+    assert data.class_names == ["cat", "dog"] and data.ids_test[1] == "x_test[1]"
+
+
+def test_npz_labels_without_names_are_indexed_and_unknown_test_labels_flagged(tmp_path):
+    path = write_npz(tmp_path / "d.npz", y_train=np.array([3, 7] * 20), y_test=np.array([3, 7, 9] * 6 + [3, 7]))
+    data = load_dataset(str(path))
+    assert data.class_names == ["3", "7"]
+    assert set(data.y_train) == {0, 1} and data.y_test[2] == -1
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: str(p / "missing"), "dataset not found"),
+    (lambda p: (p / "empty").mkdir() or str(p / "empty"), "no class folders"),
+    (lambda p: str(write_npz(p / "d.npz", y_test=None)), "lacks y_test"),
+    (lambda p: (p / "notes.txt").write_text("x") and str(p / "notes.txt"), "unsupported dataset file"),
+])
+def test_bad_sources_raise_one_clear_error(tmp_path, make, message):
+    with pytest.raises(DatasetError, match=message):
+        resolve_source(make(tmp_path))
+
+
+def test_corrupt_image_names_the_file(image_folder):
+    (image_folder / "train" / "class_1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DatasetError, match="cannot read image train/class_1/broken.png"):
+        load_dataset(str(image_folder))
+
+
+def test_npz_object_arrays_are_refused_without_unpickling(tmp_path):
+    path = write_npz(tmp_path / "d.npz", x_train=np.array([object()] * 4, dtype=object))
+    with pytest.raises(DatasetError, match="cannot read"):
+        load_dataset(str(path))
+
+
+def test_npz_label_count_mismatch(tmp_path):
+    with pytest.raises(DatasetError, match="labels for"):
+        load_dataset(str(write_npz(tmp_path / "d.npz", y_train=np.zeros(3))))
+
+
+def test_holdout_keeps_singleton_classes_in_training_and_subset_keeps_all_classes():
+    labels = np.array([0] * 10 + [1] * 5 + [2])
+    held = holdout_mask(labels, 0.2, seed=0)
+    assert [held[labels == c].sum() for c in range(3)] == [2, 1, 0]
+    subset = stratified_subset(labels, 3, seed=0)
+    assert sorted(labels[subset].tolist()) == [0, 1, 2]

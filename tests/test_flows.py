@@ -1,0 +1,61 @@
+"""End-to-end flow runs on a real Prefect server (the session's test harness), training for real on tiny slices."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.ablation import ablation
+from flows.data_quality_gate import data_quality_gate
+from tasks.errors import GateFailed
+from tasks.grid import expand_grid
+from tests.conftest import write_npz
+
+
+def test_ablation_end_to_end_on_a_digits_slice(prefect_server, tmp_path):
+    summary = ablation(dataset="digits", epochs=1, seeds=2, limit=150, out=tmp_path)
+    run_dir = tmp_path / summary["run_dir"].split("/")[-1]
+    page = (run_dir / "index.html").read_text()
+    results = pd.read_csv(run_dir / "results.csv")
+    expected = {(c.axis, c.variant, c.config.seed) for c in expand_grid(seeds=2, epochs=1)}
+    assert set(zip(results["axis"], results["variant"], results["seed"])) == expected
+    assert (results["status"] == "ok").all() and results["best_val_accuracy"].between(0, 1).all()
+    for variant in results["variant"].unique():
+        assert variant in page
+    assert page.index("class='verdict") < page.index("Dataset and data-quality gate")
+    assert (run_dir / "data_docs" / "index.html").exists() and (run_dir / "gate.json").exists()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "done"
+    assert "report" in summary["timings"] and summary["timings"]["training (inside processes, summed)"] > 0
+    assert (tmp_path / "index.html").exists()  # the index of runs
+
+
+def mixed_scale_npz(tmp_path):
+    x = np.random.default_rng(0).uniform(0, 255, (40, 10, 10, 1)).astype(np.float32)
+    x[:4] /= 255.0  # four images on the 0-1 scale
+    return write_npz(tmp_path / "mixed.npz", x_train=x, y_train=np.arange(40) % 2,
+                     x_test=x[20:].copy(), y_test=np.arange(20) % 2)
+
+
+def test_a_critical_gate_failure_stops_before_training_and_the_report_explains(prefect_server, tmp_path):
+    with pytest.raises(GateFailed) as failure:
+        ablation(dataset=str(mixed_scale_npz(tmp_path)), epochs=1, seeds=1, axes=["dropout"], out=tmp_path / "r")
+    page_path = failure.value.report_path
+    page = open(page_path).read()
+    assert "Training did not run" in page and "x_train[0]" in page and "one pixel scale" in page
+    run_dir = tmp_path / "r" / page_path.split("/")[-2]
+    assert not (run_dir / "results.csv").exists() and not (run_dir / "logs").exists()
+
+
+def test_gate_warn_trains_anyway(prefect_server, tmp_path):
+    summary = ablation(dataset=str(mixed_scale_npz(tmp_path)), epochs=1, seeds=1, axes=["dropout"],
+                       gate="warn", out=tmp_path / "r")
+    results = pd.read_csv(f"{summary['run_dir']}/results.csv")
+    assert len(results) == 3 and (results["status"] != "failed").all()
+
+
+def test_data_quality_gate_flow_alone(prefect_server, tmp_path):
+    summary = data_quality_gate(dataset="digits", limit=50, out=tmp_path)
+    assert summary["status"] == "pass"
+    gate = json.loads(open(f"{summary['run_dir']}/gate.json").read())
+    assert gate["images"] == 100 and all(check["success"] for check in gate["checks"])

@@ -1,0 +1,36 @@
+import pytest
+
+from tasks.grid import AXES, BASELINE, BASELINE_AXIS, baseline_value, expand_grid
+
+
+def test_default_grid_is_baseline_plus_two_changes_per_axis_over_three_seeds():
+    cells = expand_grid()
+    assert len(cells) == (1 + 2 * len(AXES)) * 3 == 27
+    assert sum(c.axis == BASELINE_AXIS for c in cells) == 3  # shared, not trained once per axis
+    assert len({c.key for c in cells}) == 27
+
+
+def test_each_variant_changes_exactly_its_axis():
+    fields = {"normalisation": {"normalisation"}, "depth": {"conv_filters", "dense_units"},
+              "learning_rate": {"learning_rate"}, "dropout": {"dropout"}}
+    for cell in expand_grid(seeds=1, epochs=4):
+        changed = {k for k, v in vars(cell.config).items() if getattr(BASELINE, k) != v} - {"max_epochs"}
+        assert changed <= fields.get(cell.axis, set()) and (cell.axis == BASELINE_AXIS) == (not changed)
+        assert cell.config.max_epochs == 4
+
+
+def test_axes_subset_and_seeds():
+    cells = expand_grid(["dropout"], seeds=2)
+    assert [c.variant for c in cells] == ["baseline", "baseline", "dropout 0", "dropout 0", "dropout 0.5", "dropout 0.5"]
+    assert [c.config.seed for c in cells] == [0, 1] * 3
+
+
+def test_unknown_axis_and_bad_counts_are_errors():
+    with pytest.raises(ValueError, match="unknown axis"):
+        expand_grid(["width"])
+    with pytest.raises(ValueError):
+        expand_grid(seeds=0)
+
+
+def test_baseline_takes_the_middle_value_of_every_axis():
+    assert [baseline_value(a) for a in AXES] == [list(AXES[a])[1] for a in AXES]

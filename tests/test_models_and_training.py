@@ -1,0 +1,80 @@
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tasks.datasets import load_dataset, save_cache
+from tasks.grid import BASELINE, expand_grid
+from tasks.models import build_model
+from tasks.training import normalise, train_cell
+
+
+def layer_types(model):
+    return [type(layer).__name__ for layer in model.layers]
+
+
+def test_baseline_model_shape_and_layers():
+    model = build_model((32, 32, 1), 10, BASELINE)
+    assert model.output_shape == (None, 10)
+    assert layer_types(model) == ["InputLayer", "Conv2D", "MaxPooling2D", "Flatten", "Dropout", "Dense"]
+
+
+def test_depth_and_dropout_change_the_built_model():
+    deep = build_model((32, 32, 3), 5, replace(BASELINE, conv_filters=(32, 64), dense_units=128, dropout=0.0))
+    assert layer_types(deep).count("Conv2D") == 2 and "Dropout" not in layer_types(deep)
+    assert [l.filters for l in deep.layers if hasattr(l, "filters")] == [32, 64]
+    assert [l.units for l in deep.layers if type(l).__name__ == "Dense"] == [128, 5]
+    half = build_model((32, 32, 3), 5, replace(BASELINE, dropout=0.5))
+    assert [l.rate for l in half.layers if type(l).__name__ == "Dropout"] == [0.5]
+
+
+def test_deepest_variant_fits_tiny_images():
+    assert build_model((3, 3, 1), 2, replace(BASELINE, conv_filters=(32, 64))).output_shape == (None, 2)
+
+
+def test_normalisation_modes():
+    train = np.array([[[[0], [255]]], [[[51], [102]]]], dtype=np.uint8)
+    raw, _ = normalise(train, train, "raw")
+    scaled, _ = normalise(train, train, "scale")
+    standard, test = normalise(train, train[:1], "standardise")
+    assert raw.dtype == np.float32 and raw.max() == 255
+    assert scaled.max() == 1.0
+    assert abs(standard.mean()) < 1e-6 and abs(standard.std() - 1) < 1e-4
+    assert np.allclose(test, standard[:1])  # the test split uses the training statistics
+    with pytest.raises(ValueError):
+        normalise(train, train, "minmax")
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    return str(save_cache(load_dataset("digits", limit=60), tmp_path_factory.mktemp("cache")))
+
+
+def test_train_cell_returns_a_small_record_with_history(tiny_dataset):
+    cell = expand_grid(["dropout"], seeds=1, epochs=2)[0]
+    record = train_cell(cell.to_dict(), tiny_dataset)
+    assert record["status"] == "ok" and record["epochs"] == 2
+    assert len(record["history"]["val_accuracy"]) == 2
+    assert 0 <= record["best_val_accuracy"] <= 1 and record["best_val_accuracy"] == max(record["history"]["val_accuracy"])
+    assert record["seconds"] > 0 and record["variant"] == "baseline"
+
+
+def test_same_seed_gives_the_same_result(tiny_dataset):
+    cell = expand_grid(["dropout"], seeds=1, epochs=1)[0].to_dict()
+    assert train_cell(cell, tiny_dataset)["history"] == train_cell(cell, tiny_dataset)["history"]
+
+
+def test_a_crashing_cell_becomes_a_failed_record(tiny_dataset):
+    cell = expand_grid(["dropout"], seeds=1, epochs=1)[0].to_dict() | {"normalisation": "bogus"}
+    record = train_cell(cell, tiny_dataset)
+    assert record["status"] == "failed" and "bogus" in record["error"] and math.isnan(record["best_val_accuracy"])
+
+
+def test_nan_loss_is_recorded_as_diverged(tmp_path):
+    data = load_dataset("digits", limit=30)
+    data.x_train = data.x_train.astype(np.float32)
+    data.x_train[:] = np.inf  # every batch overflows: the loss is NaN at once
+    path = str(save_cache(data, tmp_path))
+    record = train_cell(expand_grid(["dropout"], seeds=1, epochs=3)[0].to_dict() | {"normalisation": "raw"}, path)
+    assert record["status"] == "diverged" and "NaN" in record["error"] and record["epochs"] < 3

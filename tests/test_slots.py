@@ -1,0 +1,58 @@
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from tasks.datasets import load_dataset, save_cache
+from tasks.grid import expand_grid
+from tasks.slots import SlotPool, SlotSpec, WorkerCrashed, detect_gpus, plan_slots
+
+
+def test_cpu_plan_is_one_slot_per_core_with_threads_shared():
+    slots = plan_slots(cells=27, cpus=2, gpus=[])
+    assert [s.device for s in slots] == ["cpu", "cpu"] and {s.threads for s in slots} == {1}
+    assert slots[0].env()["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_gpu_plan_packs_several_processes_per_gpu_each_pinned():
+    slots = plan_slots(cells=100, cpus=16, gpus=["0", "1"], per_gpu=4)
+    assert len(slots) == 8 and [s.env()["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0"] * 4 + ["1"] * 4
+    assert slots[0].threads == 2 and slots[0].env()["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+
+
+def test_never_more_slots_than_cells():
+    assert len(plan_slots(cells=1, cpus=8, gpus=[])) == 1
+
+
+def test_cuda_visible_devices_decides_the_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert detect_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert detect_gpus() == []
+
+
+def test_a_killed_training_process_costs_one_cell_and_is_replaced(tmp_path):
+    dataset = str(save_cache(load_dataset("digits", limit=40), tmp_path / "cache"))
+    short, long = (expand_grid(["dropout"], seeds=1, epochs=e)[0].to_dict() for e in (1, 10_000))
+    long["patience"] = 10_000
+    outcome = {}
+    with SlotPool([SlotSpec(0, "cpu", 1)], tmp_path / "logs") as pool:
+        first_pid = pool.pids()[0]
+
+        def run_long():
+            try:
+                pool.run({"cell": long, "dataset_path": dataset})
+            except WorkerCrashed as exc:
+                outcome["error"] = str(exc)
+
+        thread = threading.Thread(target=run_long)
+        thread.start()
+        time.sleep(12)  # the process imports Keras (~6 s) and starts the endless training
+        os.kill(first_pid, signal.SIGKILL)
+        thread.join(30)
+        assert "killed" in outcome["error"]
+        record, slot = pool.run({"cell": short, "dataset_path": dataset})
+        assert record["status"] == "ok" and slot.index == 0 and pool.pids()[0] != first_pid
+    assert (tmp_path / "logs" / "slot-0.log").exists()
