@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.steps import gate_step, load_dataset_step, report_step, train_cell_step
 from tasks.errors import GateFailed
 from tasks.grid import Cell, expand_grid
-from tasks.paths import REPORTS_DIR
+from tasks.paths import default_reports_dir
 from tasks.runs import new_run_dir, run_record
 from tasks.slots import SlotPool, cpu_count, detect_gpus, plan_slots
 
@@ -35,7 +36,7 @@ def ablation(
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report."""
     started = time.perf_counter()
     cells = expand_grid(axes, seeds, epochs)
-    reports = Path(out) if out else REPORTS_DIR
+    reports = Path(out) if out else default_reports_dir()
 
     # 1. Load the dataset once and cache it for the training processes
     data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)
@@ -73,10 +74,13 @@ def train_grid(cells: list[Cell], dataset_path: str, run_dir: Path) -> tuple[lis
                 ", ".join(sorted({s.device for s in slots})))
     started = time.perf_counter()
     records = []
-    with SlotPool(slots, run_dir / "logs") as pool:
+    # Each finished cell is appended to cells.jsonl at once, so a crash or Ctrl-C loses no finished work.
+    with SlotPool(slots, run_dir / "logs") as pool, open(run_dir / "cells.jsonl", "a") as finished:
         futures = [train_cell_step.submit(cell, dataset_path, pool) for cell in cells]
         for future in as_completed(futures):
             records.append(future.result())
+            finished.write(json.dumps(records[-1]) + "\n")
+            finished.flush()
             logger.info(progress_line(records, len(cells), time.perf_counter() - started))
     order = {cell.key: i for i, cell in enumerate(cells)}
     records.sort(key=lambda r: order[f"{r['axis']}/{r['variant']}/seed{r['seed']}"])

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="bring every image to this size (default: the most common size)")
         sub.add_argument("--val-fraction", type=float, default=0.2,
                          help="share held out for validation when the dataset has no test split (default: 0.2)")
-        sub.add_argument("--out", type=Path, default=None, help="reports folder (default: ./reports of the project)")
+        sub.add_argument("--out", type=Path, default=None, help="reports folder (default: ./reports)")
     return parser
 
 

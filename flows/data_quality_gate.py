@@ -10,7 +10,7 @@ from prefect import flow
 
 from flows.steps import gate_step, load_dataset_step, report_step
 from tasks.errors import GateFailed
-from tasks.paths import REPORTS_DIR
+from tasks.paths import default_reports_dir
 from tasks.runs import new_run_dir, run_record
 
 
@@ -23,7 +23,7 @@ def data_quality_gate(
     limit: int | None = None,
 ) -> dict:
     """Validate a dataset's pixels and labels with Great Expectations; fail the run on critical problems."""
-    reports = Path(out) if out else REPORTS_DIR
+    reports = Path(out) if out else default_reports_dir()
 
     # 1. Load the dataset
     data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)

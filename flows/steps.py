@@ -23,7 +23,7 @@ from tasks.paths import cache_dir
 from tasks.pixel_stats import pixel_stats
 from tasks.report import render_report
 from tasks.runs import write_atomic, write_runs_index
-from tasks.slots import SlotPool, WorkerCrashed
+from tasks.slots import PoolClosed, SlotPool, WorkerCrashed
 from tasks.training import failed_record
 
 
@@ -67,6 +67,8 @@ def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool) -> dict:
     try:
         record, slot = pool.run({"cell": cell.to_dict(), "dataset_path": dataset_path})
         record["slot"] = slot.index
+    except PoolClosed as exc:  # interrupted: not this cell's fault, and not worth a log line per queued cell
+        return failed_record(cell.to_dict(), str(exc)) | {"slot": -1}
     except WorkerCrashed as exc:
         record = failed_record(cell.to_dict(), str(exc)) | {"slot": -1}
     if record["status"] == "failed":

@@ -90,8 +90,8 @@ def verdict(summary: pd.DataFrame) -> Verdict:
                     f"over the baseline (95% CI {best['ci_low'] * 100:+.1f} to {best['ci_high'] * 100:+.1f}).")
     elif len(changes) and changes["delta"].notna().any():
         top = changes.iloc[0]
-        headline = (f"No change clearly beats the baseline. The largest mean gain, {_describe(top)} "
-                    f"({top['delta'] * 100:+.1f} points), is within the noise between seeds.")
+        headline = (f"No change clearly beats the baseline. The largest mean difference, {top['delta'] * 100:+.1f} "
+                    f"points from {_describe(top)}, is within the noise between seeds.")
     else:
         headline = "No change could be compared with the baseline."
     return Verdict(headline, helps, hurts, unclear, notes)

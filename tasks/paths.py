@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-REPORTS_DIR = PROJECT_ROOT / "reports"
+
+
+def default_reports_dir() -> Path:
+    """``./reports`` of the directory the tool runs in (the project root under `make run`), like mlruns/."""
+    return Path.cwd() / "reports"
 
 
 def cache_dir(reports_dir: Path) -> Path:

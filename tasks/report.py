@@ -84,7 +84,7 @@ def _effect_line(row: dict) -> str:
     word = "helps" if row["effect"] == HELPS else "hurts" if row["effect"] == HURTS else row["effect"]
     return (f"{escape(row['variant'])} <small>({escape(row['axis'])})</small> {word}: "
             f"{row['delta'] * 100:+.1f} points (95% CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f}, "
-            f"{row['pairs']} seeds)")
+            f"{int(row['pairs'])} seeds)")
 
 
 def _dataset_html(run: dict, gate: GateResult | None) -> str:
@@ -154,6 +154,7 @@ def _curves_png(axis: str, summary: pd.DataFrame, curves: dict) -> str | None:
         ax.plot(epochs, curves[key]["val_accuracy"], color=f"C{i}", label=label)
         ax.plot(epochs, curves[key]["accuracy"], color=f"C{i}", linestyle="--", alpha=0.6)
     ax.set(xlabel="epoch", ylabel="accuracy (mean over seeds)", title="validation (solid) and training (dashed)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     buffer = io.BytesIO()

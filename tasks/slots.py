@@ -24,6 +24,10 @@ class WorkerCrashed(RuntimeError):
     """The training process died while working on a cell."""
 
 
+class PoolClosed(WorkerCrashed):
+    """The pool was closed (the run was interrupted) before or while the cell trained."""
+
+
 @dataclass(frozen=True)
 class SlotSpec:
     index: int
@@ -78,6 +82,7 @@ class SlotPool:
         self._free: queue.Queue[SlotSpec] = queue.Queue()
         self._workers: dict[int, tuple] = {}
         self._lock = threading.Lock()
+        self._closed = False
         for slot in slots:
             self._start(slot)  # start all now: their imports overlap with each other and the first cells
             self._free.put(slot)
@@ -95,6 +100,8 @@ class SlotPool:
         slot = self._free.get()
         try:
             with self._lock:
+                if self._closed:
+                    raise PoolClosed("stopped: the run was interrupted")
                 process, conn = self._workers[slot.index]
             if not process.is_alive():
                 process, conn = self._start(slot)
@@ -106,14 +113,17 @@ class SlotPool:
                 return conn.recv(), slot
             except (EOFError, OSError):
                 process.join(5)
+                if self._closed:
+                    raise PoolClosed("stopped: the run was interrupted") from None
                 self._start(slot)
                 raise WorkerCrashed(_death_reason(process.exitcode)) from None
         finally:
             self._free.put(slot)
 
-    def close(self) -> None:
-        """Ask every process to finish, and kill any that do not within a few seconds: no orphans."""
+    def close(self, wait: float = 10.0) -> None:
+        """Ask every process to finish, and kill any still running after ``wait`` seconds: no orphans."""
         with self._lock:
+            self._closed = True
             workers = list(self._workers.values())
             self._workers.clear()
         for process, conn in workers:
@@ -122,7 +132,7 @@ class SlotPool:
             except OSError:
                 pass
         for process, conn in workers:
-            process.join(10)
+            process.join(wait)
             if process.is_alive():
                 process.kill()
                 process.join()
@@ -131,13 +141,13 @@ class SlotPool:
     def __enter__(self) -> SlotPool:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(wait=0 if exc_type else 10.0)  # on an error or Ctrl-C, do not wait for cells to finish
 
     def _start(self, slot: SlotSpec) -> tuple:
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main, args=(child, slot.env(), slot.threads, str(self.log_path(slot))),
+            target=_worker_main, args=(child, slot, str(self.log_path(slot))),
             name=f"ablation-slot-{slot.index}", daemon=True,
         )
         process.start()
@@ -155,15 +165,16 @@ def _death_reason(exitcode: int | None) -> str:
     return f"training process exited unexpectedly (exit code {exitcode})"
 
 
-def _worker_main(conn, env: dict[str, str], threads: int, log_path: str) -> None:
+def _worker_main(conn, slot: SlotSpec, log_path: str) -> None:
     """Body of a training process: set the device environment, import once, then train cells until told to stop."""
-    os.environ.update(env)
+    os.environ.update(slot.env())
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)  # the framework's C++ logging writes to the file descriptors, not sys.stdout
     os.dup2(log, 2)
+    print(f"training process {os.getpid()}: slot {slot.index} on {slot.device}, {slot.threads} thread(s)", flush=True)
     from tasks import training
 
-    training.init_process(threads)
+    training.init_process(slot.threads)
     while True:
         try:
             payload = conn.recv()

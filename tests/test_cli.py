@@ -1,8 +1,11 @@
 """The `ablate` command as a user runs it: a subprocess, its exit code, and what it prints."""
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -60,3 +63,30 @@ def test_usage_errors_exit_2(args):
 def test_help_documents_the_exit_codes():
     result = ablate("run", "--help")
     assert result.returncode == 0 and "1  the data-quality gate found critical problems" in result.stdout
+
+
+def test_ctrl_c_stops_the_training_processes_and_keeps_finished_cells(prefect_server, tmp_path):
+    env = os.environ | {"PREFECT_API_URL": prefect_server}
+    command = [sys.executable, "-m", "flows.cli", "run", "--limit", "60", "--epochs", "40", "--seeds", "2",
+               "--axes", "dropout", "--out", str(tmp_path)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    finished = []
+    while time.time() < deadline and not finished:  # wait until at least one cell has finished
+        finished = [line for path in tmp_path.glob("*/cells.jsonl") for line in path.read_text().splitlines()]
+        time.sleep(0.5)
+    assert finished, "no cell finished within two minutes"
+    pids = [int(re.search(r"training process (\d+)", log.read_text()).group(1)) for log in tmp_path.glob("*/logs/*.log")]
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr
+    time.sleep(1)
+    assert pids and not [pid for pid in pids if os.path.exists(f"/proc/{pid}")], "training processes left running"
+    assert len(next(tmp_path.glob("*/cells.jsonl")).read_text().splitlines()) >= 1
+
+
+def test_flows_run_as_modules(prefect_server, tmp_path):
+    env = os.environ | {"PREFECT_API_URL": prefect_server}
+    result = subprocess.run([sys.executable, "-m", "flows.data_quality_gate", "digits", "--limit", "20", "--out",
+                             str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and (tmp_path / "index.html").exists(), result.stderr[-2000:]

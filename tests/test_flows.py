@@ -28,6 +28,14 @@ def test_ablation_end_to_end_on_a_digits_slice(prefect_server, tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "done"
     assert "report" in summary["timings"] and summary["timings"]["training (inside processes, summed)"] > 0
     assert (tmp_path / "index.html").exists()  # the index of runs
+    assert published_artifacts() >= {"ablation-results", "ablation-report"}
+
+
+def published_artifacts() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {artifact.key for artifact in client.read_artifacts()}
 
 
 def mixed_scale_npz(tmp_path):
