@@ -63,7 +63,9 @@ def ablation(
     report_started = time.perf_counter()
     page = report_step(run, checked, records, run_dir)
     run["timings"] |= {"report": time.perf_counter() - report_started, "flow total": time.perf_counter() - started}
-    return {"run_dir": str(run_dir), "report": page, "status": run["status"], "timings": run["timings"]}
+    failed = sum(record["status"] == "failed" for record in records)
+    return {"run_dir": str(run_dir), "report": page, "status": run["status"], "timings": run["timings"],
+            "cells": len(records), "failed": failed}
 
 
 def train_grid(cells: list[Cell], dataset_path: str, run_dir: Path) -> tuple[list[dict], dict]:

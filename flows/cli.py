@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--limit", type=_positive, default=None, help="at most N images per split, stratified")
         sub.add_argument("--image-size", type=_image_size, default=None, metavar="N|HxW",
                          help="bring every image to this size (default: the most common size)")
-        sub.add_argument("--val-fraction", type=float, default=0.2,
+        sub.add_argument("--val-fraction", type=_fraction, default=0.2,
                          help="share held out for validation when the dataset has no test split (default: 0.2)")
         sub.add_argument("--out", type=Path, default=None, help="reports folder (default: ./reports)")
     return parser
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ablate: interrupted; training processes stopped", file=sys.stderr)
         return 130
+    if summary.get("failed"):
+        print(f"ablate: warning: {summary['failed']} of {summary['cells']} training runs failed; the report "
+              "lists their reasons", file=sys.stderr)
     print(f"\nreport: {summary['report']}")
     print(_time_split(summary["timings"], time.perf_counter() - started))
     return 0
@@ -129,6 +132,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
     return value
 
 

@@ -70,10 +70,19 @@ def _header(root: Path, path: Path) -> tuple[int, int, int, str]:
         raise DatasetError(f"cannot read image {path.relative_to(root)}: {exc}") from None
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit (and 32-bit integer) images as 8-bit by their top byte: Pillow's convert("L") would clip them to
+    255, silently turning most of a 16-bit image white."""
+    if not image.mode.startswith("I"):
+        return image
+    pixels = np.asarray(image).astype(np.int64)
+    return Image.fromarray((pixels >> 8 if pixels.max() > 255 else pixels).clip(0, 255).astype(np.uint8))
+
+
 def _decode(root: Path, path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            image = image.convert(mode)
+            image = _eight_bit(image).convert(mode)
             if image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(image)

@@ -54,7 +54,7 @@ def test_validate_exit_1_on_critical_failure_and_0_on_clean_data(prefect_server,
 
 
 @pytest.mark.parametrize("args", [["run", "--epochs", "0"], ["run", "--axes", "width"], ["run", "--image-size", "x"],
-                                  ["frobnicate"]])
+                                  ["run", "--val-fraction", "1.5"], ["frobnicate"]])
 def test_usage_errors_exit_2(args):
     result = ablate(*args)
     assert result.returncode == 2 and "Traceback" not in result.stderr

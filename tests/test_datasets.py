@@ -123,3 +123,12 @@ def test_holdout_keeps_singleton_classes_in_training_and_subset_keeps_all_classe
     assert [held[labels == c].sum() for c in range(3)] == [2, 1, 0]
     subset = stratified_subset(labels, 3, seed=0)
     assert sorted(labels[subset].tolist()) == [0, 1, 2]
+
+
+def test_16_bit_images_are_scaled_to_8_bit_not_clipped(tmp_path):
+    root = write_image_folder(tmp_path / "d", size=8)
+    deep = np.full((8, 8), 32768, dtype=np.uint16)  # mid-grey in 16 bits
+    Image.fromarray(deep).save(root / "train" / "class_0" / "deep.png")
+    data = load_dataset(str(root))
+    index = list(data.ids_train).index("train/class_0/deep.png")
+    assert data.x_train[index].max() == 128
