@@ -14,6 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.steps import gate_step, load_dataset_step, report_step, train_cell_step
 from tasks.errors import GateFailed
+from tasks.aggregate import training_times
 from tasks.grid import Cell, expand_grid
 from tasks.paths import default_reports_dir
 from tasks.runs import new_run_dir, run_record
@@ -75,23 +76,17 @@ def train_grid(cells: list[Cell], dataset_path: str, run_dir: Path) -> tuple[lis
     logger.info("training %d cells on %d slot(s): %s", len(cells), len(slots),
                 ", ".join(sorted({s.device for s in slots})))
     started = time.perf_counter()
-    records = []
+    done = []
     # Each finished cell is appended to cells.jsonl at once, so a crash or Ctrl-C loses no finished work.
     with SlotPool(slots, run_dir / "logs") as pool, open(run_dir / "cells.jsonl", "a") as finished:
         futures = [train_cell_step.submit(cell, dataset_path, pool) for cell in cells]
         for future in as_completed(futures):
-            records.append(future.result())
-            finished.write(json.dumps(records[-1]) + "\n")
+            done.append(future.result())
+            finished.write(json.dumps(done[-1]) + "\n")
             finished.flush()
-            logger.info(progress_line(records, len(cells), time.perf_counter() - started))
-    order = {cell.key: i for i, cell in enumerate(cells)}
-    records.sort(key=lambda r: order[f"{r['axis']}/{r['variant']}/seed{r['seed']}"])
-    per_slot: dict[int, float] = {}
-    for record in records:
-        per_slot[record["slot"]] = per_slot.get(record["slot"], 0.0) + record["seconds"]
-    return records, {"training (wall)": time.perf_counter() - started,
-                     "training (inside processes, summed)": sum(per_slot.values()),
-                     "training (slowest slot)": max(per_slot.values(), default=0.0), "slots": float(len(slots))}
+            logger.info(progress_line(done, len(cells), time.perf_counter() - started))
+    records = [future.result() for future in futures]  # in grid order
+    return records, training_times(records, len(slots), time.perf_counter() - started)
 
 
 def progress_line(records: list[dict], total: int, elapsed: float) -> str:

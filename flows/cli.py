@@ -18,7 +18,7 @@ from tasks.grid import AXES
 EXIT_CODES = """exit codes:
   0  success (gate warnings allowed)
   1  the data-quality gate found critical problems (the report says which images)
-  2  bad input or usage: missing or unreadable dataset, bad option
+  2  bad input or usage: missing or unreadable dataset, bad option, unwritable --out
   130  interrupted (Ctrl-C)"""
 
 
@@ -61,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         with _one_line_errors():
             summary = _run(args)
     except AblationError as exc:
-        print(f"ablate: {'gate failed' if exc.exit_code == 1 else 'error'}: {exc}", file=sys.stderr)
+        print(f"ablate: {'error: ' if exc.exit_code == EXIT_BAD_INPUT else ''}{exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # an unwritable --out, a full disk: the user's to fix, so one line
+        print(f"ablate: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("ablate: interrupted; training processes stopped", file=sys.stderr)
         return 130
@@ -105,7 +108,7 @@ class _DropExpectedTracebacks(logging.Filter):
     """Prefect logs a task's or flow's exception with its traceback; for a user's error one line is enough."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], AblationError):
+        if record.exc_info and isinstance(record.exc_info[1], (AblationError, OSError)):
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -34,12 +34,13 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fractio
     started = time.perf_counter()
     data = load_dataset(spec, image_size, val_fraction, limit)
     path = save_cache(data, cache_dir(reports_dir))
+    shape = "x".join(map(str, data.x_train.shape[1:]))
     get_run_logger().info("loaded %s: %d training and %d test images of %s, %d classes (fingerprint %s)",
-                          data.name, len(data.y_train), len(data.y_test), "x".join(map(str, data.x_train.shape[1:])),
-                          len(data.class_names), data.fingerprint)
+                          data.name, len(data.y_train), len(data.y_test), shape, len(data.class_names),
+                          data.fingerprint)
     return {"name": data.name, "source": spec, "fingerprint": data.fingerprint, "cache_path": str(path),
             "train_images": len(data.y_train), "test_images": len(data.y_test),
-            "image_shape": "x".join(map(str, data.x_train.shape[1:])), "dtype": str(data.x_train.dtype),
+            "image_shape": shape, "dtype": str(data.x_train.dtype),
             "class_names": data.class_names, "seconds": time.perf_counter() - started}
 
 

@@ -129,3 +129,12 @@ def axis_rows(summary: pd.DataFrame, axis: str) -> pd.DataFrame:
     rows = summary[(summary["axis"] == axis) | (summary["axis"] == BASELINE_AXIS)].copy()
     rows["order"] = rows["variant"].map(order).fillna(order.get(baseline_value(axis), -1))
     return rows.sort_values("order").drop(columns="order")
+
+
+def training_times(records: list[dict], slots: int, wall: float) -> dict[str, float]:
+    """Wall time of the fan-out, time spent inside training processes, and the busiest slot's share of it."""
+    per_slot: dict[int, float] = {}
+    for record in records:
+        per_slot[record["slot"]] = per_slot.get(record["slot"], 0.0) + record["seconds"]
+    return {"training (wall)": wall, "training (inside processes, summed)": sum(per_slot.values()),
+            "training (slowest slot)": max(per_slot.values(), default=0.0), "slots": float(slots)}

@@ -90,3 +90,10 @@ def test_flows_run_as_modules(prefect_server, tmp_path):
     result = subprocess.run([sys.executable, "-m", "flows.data_quality_gate", "digits", "--limit", "20", "--out",
                              str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0 and (tmp_path / "index.html").exists(), result.stderr[-2000:]
+
+
+def test_unwritable_out_is_one_line_and_exit_2(prefect_server, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = ablate("validate", "digits", "--limit", "10", "--out", str(blocker / "reports"), api_url=prefect_server)
+    assert_one_line_error(result, 2, "file")
