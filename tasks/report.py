@@ -82,7 +82,7 @@ def _gate_verdict_html(run: dict, gate: GateResult | None) -> str:
 
 def _effect_line(row: dict) -> str:
     word = "helps" if row["effect"] == HELPS else "hurts" if row["effect"] == HURTS else row["effect"]
-    return (f"{escape(row['variant'])} <small>({escape(row['axis'])})</small> {word}: "
+    return (f"{escape(row['variant'])} <small>({escape(row['axis'].replace('_', ' '))})</small> {word}: "
             f"{row['delta'] * 100:+.1f} points (95% CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f}, "
             f"{int(row['pairs'])} seeds)")
 
