@@ -105,12 +105,11 @@ class SlotPool:
                 process, conn = self._workers[slot.index]
             if not process.is_alive():
                 process, conn = self._start(slot)
-            conn.send(payload)
-            while not conn.poll(0.5):
-                if not process.is_alive():
-                    break
             try:
-                return conn.recv(), slot
+                conn.send(payload)
+                while not conn.poll(0.5) and process.is_alive():
+                    pass
+                return conn.recv(), slot  # EOFError when the process died: its end of the pipe is closed
             except (EOFError, OSError):
                 process.join(5)
                 if self._closed:

@@ -67,7 +67,7 @@ def test_help_documents_the_exit_codes():
 
 def test_ctrl_c_stops_the_training_processes_and_keeps_finished_cells(prefect_server, tmp_path):
     env = os.environ | {"PREFECT_API_URL": prefect_server}
-    command = [sys.executable, "-m", "flows.cli", "run", "--limit", "60", "--epochs", "40", "--seeds", "2",
+    command = [sys.executable, "-m", "flows.cli", "run", "--limit", "60", "--epochs", "40", "--seeds", "10",
                "--axes", "dropout", "--out", str(tmp_path)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
