@@ -10,6 +10,5 @@ for _name, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "GX_ANALYTICS_ENABLED": "false",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
 }.items():
     os.environ.setdefault(_name, _value)

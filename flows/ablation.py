@@ -13,8 +13,8 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.steps import gate_step, load_dataset_step, report_step, train_cell_step
-from tasks.errors import GateFailed
 from tasks.aggregate import training_times
+from tasks.errors import GateFailed
 from tasks.grid import Cell, expand_grid
 from tasks.paths import default_reports_dir
 from tasks.runs import new_run_dir, run_record

@@ -68,10 +68,10 @@ def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool) -> dict:
     try:
         record, slot = pool.run({"cell": cell.to_dict(), "dataset_path": dataset_path})
         record["slot"] = slot.index
-    except PoolClosed as exc:  # interrupted: not this cell's fault, and not worth a log line per queued cell
-        return failed_record(cell.to_dict(), str(exc)) | {"slot": -1}
     except WorkerCrashed as exc:
         record = failed_record(cell.to_dict(), str(exc)) | {"slot": -1}
+        if isinstance(exc, PoolClosed):  # interrupted: not this cell's fault, no log line per queued cell
+            return record
     if record["status"] == "failed":
         get_run_logger().error("%s failed: %s %s", cell.key, record["error"], record["error_detail"])
     return record

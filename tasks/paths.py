@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 
-
 def default_reports_dir() -> Path:
     """``./reports`` of the directory the tool runs in (the project root under `make run`), like mlruns/."""
     return Path.cwd() / "reports"

@@ -27,6 +27,9 @@ class WorkerCrashed(RuntimeError):
 class PoolClosed(WorkerCrashed):
     """The pool was closed (the run was interrupted) before or while the cell trained."""
 
+    def __init__(self):
+        super().__init__("stopped: the run was interrupted")
+
 
 @dataclass(frozen=True)
 class SlotSpec:
@@ -101,7 +104,7 @@ class SlotPool:
         try:
             with self._lock:
                 if self._closed:
-                    raise PoolClosed("stopped: the run was interrupted")
+                    raise PoolClosed()
                 process, conn = self._workers[slot.index]
             if not process.is_alive():
                 process, conn = self._start(slot)
@@ -113,7 +116,7 @@ class SlotPool:
             except (EOFError, OSError):
                 process.join(5)
                 if self._closed:
-                    raise PoolClosed("stopped: the run was interrupted") from None
+                    raise PoolClosed() from None
                 self._start(slot)
                 raise WorkerCrashed(_death_reason(process.exitcode)) from None
         finally:

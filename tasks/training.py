@@ -8,7 +8,6 @@ history. Model objects never leave the process.
 from __future__ import annotations
 
 import math
-import os
 import time
 import traceback
 from dataclasses import fields
@@ -23,7 +22,6 @@ HISTORY_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss")
 
 def init_process(threads: int) -> None:
     """Configure the framework once per process: thread counts, GPU memory growth. Imports Keras."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     if keras.backend.backend() == "tensorflow":

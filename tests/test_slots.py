@@ -3,7 +3,6 @@ import signal
 import threading
 import time
 
-import pytest
 
 from tasks.datasets import load_dataset, save_cache
 from tasks.grid import expand_grid
