@@ -18,6 +18,7 @@ from tasks.errors import GateFailed
 from tasks.grid import Cell, expand_grid
 from tasks.paths import default_reports_dir
 from tasks.runs import new_run_dir, run_record
+from tasks.suite import load_suite
 from tasks.slots import SlotPool, cpu_count, detect_gpus, plan_slots
 
 
@@ -33,9 +34,11 @@ def ablation(
     out: Path | None = None,
     image_size: tuple[int, int] | None = None,
     val_fraction: float = 0.2,
+    suite: str | None = None,
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report."""
     started = time.perf_counter()
+    load_suite(suite)  # a bad suite file fails the run before any work
     cells = expand_grid(axes, seeds, epochs)
     reports = Path(out) if out else default_reports_dir()
 
@@ -43,14 +46,15 @@ def ablation(
     data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)
     run_dir = new_run_dir(reports, data["name"])
     run = run_record(run_dir, data, {"epochs": epochs, "seeds": seeds, "axes": axes or "all", "limit": limit,
-                                     "gate": gate, "image_size": image_size, "val_fraction": val_fraction})
+                                     "gate": gate, "image_size": image_size, "val_fraction": val_fraction,
+                                     "suite": suite or "default"})
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()
-    checked = gate_step(data, run_dir)
+    checked = gate_step(data, run_dir, suite, reports)
     run["timings"]["gate"] = time.perf_counter() - gate_started
     if checked.status == "fail" and gate == "fail":
-        names = ", ".join(c.name for c in checked.failed if c.severity == "critical")
+        names = ", ".join(c.title for c in checked.failed if c.severity == "critical")
         run |= {"status": "gate failed", "error": f"the data-quality gate failed: {names}"}
         page = report_step(run, checked, None, run_dir)
         raise GateFailed(f"{run['error']} (report: {page})", page)

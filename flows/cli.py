@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--val-fraction", type=_fraction, default=0.2,
                          help="share held out for validation when the dataset has no test split (default: 0.2)")
         sub.add_argument("--out", type=Path, default=None, help="reports folder (default: ./reports)")
+        sub.add_argument("--suite", type=Path, default=None, metavar="PATH",
+                         help="gate suite file (TOML): checks, severities, thresholds (default: tasks/gate_suite.toml)")
     return parser
 
 
@@ -57,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from tasks.datasets import resolve_source
 
-        resolve_source(args.dataset)  # fail fast on a missing or unknown dataset, before Prefect starts
+        from tasks.suite import load_suite
+
+        resolve_source(args.dataset)  # fail fast on a missing or unknown dataset or a bad suite, before Prefect
+        load_suite(args.suite)
         with _one_line_errors():
             summary = _run(args)
     except AblationError as exc:
@@ -79,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> dict:
     common = {"dataset": args.dataset, "out": args.out, "image_size": args.image_size,
-              "val_fraction": args.val_fraction, "limit": args.limit}
+              "val_fraction": args.val_fraction, "limit": args.limit,
+              "suite": str(args.suite) if args.suite else None}
     if args.command == "validate":
         from flows.data_quality_gate import data_quality_gate
 

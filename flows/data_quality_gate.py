@@ -12,6 +12,7 @@ from flows.steps import gate_step, load_dataset_step, report_step
 from tasks.errors import GateFailed
 from tasks.paths import default_reports_dir
 from tasks.runs import new_run_dir, run_record
+from tasks.suite import load_suite
 
 
 @flow(name="data-quality-gate")
@@ -21,18 +22,21 @@ def data_quality_gate(
     image_size: tuple[int, int] | None = None,
     val_fraction: float = 0.2,
     limit: int | None = None,
+    suite: str | None = None,
 ) -> dict:
     """Validate a dataset's pixels and labels with Great Expectations; fail the run on critical problems."""
     reports = Path(out) if out else default_reports_dir()
+    load_suite(suite)  # a bad suite file fails the run before any work
 
     # 1. Load the dataset
     data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)
     run_dir = new_run_dir(reports, data["name"])
-    run = run_record(run_dir, data, {"image_size": image_size, "val_fraction": val_fraction, "limit": limit})
+    run = run_record(run_dir, data, {"image_size": image_size, "val_fraction": val_fraction, "limit": limit,
+                                     "suite": suite or "default"})
 
     # 2. Profile and validate
     started = time.perf_counter()
-    checked = gate_step(data, run_dir)
+    checked = gate_step(data, run_dir, suite, reports)
     run["timings"]["gate"] = time.perf_counter() - started
     run["status"] = f"gate {checked.status}"
 
@@ -41,7 +45,8 @@ def data_quality_gate(
     page = report_step(run, checked, None, run_dir)
     run["timings"]["report"] = time.perf_counter() - report_started
     if checked.status == "fail":
-        raise GateFailed(f"the data-quality gate failed: {', '.join(c.name for c in checked.failed)} "
+        critical = [c.title for c in checked.failed if c.severity == "critical"]
+        raise GateFailed(f"the data-quality gate failed: {', '.join(critical)} "
                          f"(report: {page})", page)
     return {"run_dir": str(run_dir), "report": page, "status": checked.status, "timings": run["timings"]}
 

@@ -8,6 +8,7 @@ Only paths, fingerprints, configs and metrics cross between tasks; arrays are lo
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -16,14 +17,16 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.aggregate import mean_curves, results_table, summarise, verdict
+from tasks.dataset_profile import load_table, save_table
 from tasks.datasets import load_cache, load_dataset, save_cache
 from tasks.gate import GateResult, run_gate
 from tasks.grid import Cell
 from tasks.paths import cache_dir
-from tasks.pixel_stats import pixel_stats
+from tasks.pixel_stats import STATS_VERSION, pixel_stats
 from tasks.report import render_report
 from tasks.runs import write_atomic, write_runs_index
 from tasks.slots import PoolClosed, SlotPool, WorkerCrashed
+from tasks.suite import load_suite
 from tasks.training import failed_record
 
 
@@ -32,8 +35,8 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fractio
                       limit: int | None, reports_dir: Path) -> dict:
     """Decode the dataset, cache it by fingerprint for the training processes, return its facts."""
     started = time.perf_counter()
-    data = load_dataset(spec, image_size, val_fraction, limit)
-    path = save_cache(data, cache_dir(reports_dir))
+    data = load_dataset(spec, image_size, val_fraction, limit, cache=cache_dir(reports_dir))
+    path = save_cache(data, cache_dir(reports_dir) / "datasets")
     shape = "x".join(map(str, data.x_train.shape[1:]))
     get_run_logger().info("loaded %s: %d training and %d test images of %s, %d classes (fingerprint %s)",
                           data.name, len(data.y_train), len(data.y_test), shape, len(data.class_names),
@@ -41,24 +44,53 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fractio
     return {"name": data.name, "source": spec, "fingerprint": data.fingerprint, "cache_path": str(path),
             "train_images": len(data.y_train), "test_images": len(data.y_test),
             "image_shape": shape, "dtype": str(data.x_train.dtype),
-            "class_names": data.class_names, "seconds": time.perf_counter() - started}
+            "class_names": data.class_names, "files_not_read": len(data.skipped),
+            "seconds": time.perf_counter() - started}
 
 
 @task(name="data-quality gate", cache_policy=NO_CACHE)
-def gate_step(data: dict, run_dir: Path) -> GateResult:
-    """Profile every image, validate the table with Great Expectations, write gate.json and Data Docs."""
-    dataset = load_cache(data["cache_path"])
-    stats = pixel_stats(dataset)
-    stats.to_csv(run_dir / "pixel_stats.csv", index=False)
-    result = run_gate(stats, dataset.class_names, run_dir / "data_docs")
-    write_atomic(run_dir / "gate.json", result.to_json())
+def gate_step(data: dict, run_dir: Path, suite: str | None, reports_dir: Path) -> GateResult:
+    """Profile every image, validate with Great Expectations, write gate.json, pixel_stats.csv and Data Docs."""
     logger = get_run_logger()
+    stats = cached_pixel_stats(data, cache_dir(reports_dir) / "stats")
+    stats.to_csv(run_dir / "pixel_stats.csv", index=False)
+    result = run_gate(stats, data["class_names"], load_suite(suite), run_dir / "data_docs")
+    write_atomic(run_dir / "gate.json", result.to_json())
     for check in result.failed:
         log = logger.error if check.severity == "critical" else logger.warning
-        log("gate %s: %s: %s%s", check.severity, check.name, check.observed,
+        log("gate %s: %s: %s%s", check.severity, check.title, check.observed,
             f" (e.g. {', '.join(check.offending[:3])})" if check.offending else "")
-    logger.info("data-quality gate: %s (%d images, %d checks)", result.status, result.images, len(result.checks))
+    logger.info("data-quality gate: %s (%d images, %d checks, suite %s v%s)", result.status, result.images,
+                len(result.checks), result.suite["name"], result.suite["version"])
+    _publish_gate(result)
     return result
+
+
+def cached_pixel_stats(data: dict, directory: Path):
+    """The statistics table of this dataset: from the cache when this fingerprint was profiled before."""
+    path = directory / f"{data['fingerprint']}-v{STATS_VERSION}.npz"
+    try:
+        return load_table(path)
+    except (OSError, ValueError, KeyError):  # not cached yet, or a damaged entry: measure again
+        pass
+    stats = pixel_stats(load_cache(data["cache_path"]))
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    save_table(stats, tmp)
+    os.replace(tmp, path)
+    return stats
+
+
+def _publish_gate(result: GateResult) -> None:
+    """The gate's checks as a Prefect table artifact (problems first), and a link to its Data Docs."""
+    rows = [{"check": c.title, "severity": c.severity, "result": "passed" if c.success else "failed",
+             "observed": c.observed, "examples": ", ".join(c.offending[:3])}
+            for c in sorted(result.checks, key=lambda c: (c.success, c.severity != "critical"))]
+    create_table_artifact(key="data-quality-gate", table=rows,
+                          description=f"data-quality gate: {result.status} over {result.images} images")
+    if result.data_docs:
+        create_link_artifact(key="data-quality-gate-docs", link=Path(result.data_docs).resolve().as_uri(),
+                             link_text="Great Expectations Data Docs")
 
 
 @task(name="train cell", task_run_name="train {cell.axis}: {cell.variant} seed {cell.config.seed}",
@@ -89,7 +121,8 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
         outcome = verdict(summary)
         curves = mean_curves(records)
     run = run | {"data_docs_link": "data_docs/index.html" if gate and gate.data_docs else None}
-    page = write_atomic(run_dir / "index.html", render_report(run, gate, summary, outcome, curves, results))
+    data = load_cache(run["cache_path"]) if gate is not None else None  # to draw the gate's offending images
+    page = write_atomic(run_dir / "index.html", render_report(run, gate, summary, outcome, curves, results, data))
     run_record = {"dataset": run["dataset"], "status": run["status"], "report": str(page),
                   "headline": outcome.headline if outcome else run.get("error") or run["status"]}
     write_atomic(run_dir / "summary.json", json.dumps(run_record | {"timings": run.get("timings")}))

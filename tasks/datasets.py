@@ -9,20 +9,23 @@ changes exactly when the data a model would see changes.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tasks.errors import DatasetError
-from tasks.images import read_folder_split, resize_images
+from tasks.images import read_folder_split, resize_images, scan_folder
+from tasks.runs import write_atomic
 from tasks.sampling import holdout_mask, stratified_subset
 
 DIGITS_SIZE = (32, 32)  # digits are 8x8; 32x32 leaves room for two 2x2 poolings in the deepest variant
 HELD_OUT_NAMES = ("test", "val", "validation")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+FOLDER_CACHE_VERSION = 2  # bump when decoding changes, so no cached decode from older code is reused
 SPLIT_SEED = 0  # held-out split and --limit sampling are deterministic, so a dataset's fingerprint is stable
 
 
@@ -38,11 +41,14 @@ class Dataset:
     ids_test: np.ndarray
     shapes_train: np.ndarray  # (n, 3) int: height, width, channels before resizing
     shapes_test: np.ndarray
+    # Files found but not decoded, one row each: split, label, path, reason. The gate lists them as findings;
+    # training uses the rest.
+    skipped: np.ndarray = field(default_factory=lambda: np.empty((0, 4), dtype=str))
 
     @property
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
-        for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+        for array in (self.x_train, self.y_train, self.x_test, self.y_test, self.skipped):
             digest.update(f"{array.dtype}{array.shape}".encode())
             digest.update(np.ascontiguousarray(array).data)
         digest.update("\0".join(self.class_names).encode())
@@ -58,8 +64,12 @@ def load_dataset(
     image_size: tuple[int, int] | None = None,
     val_fraction: float = 0.2,
     limit: int | None = None,
+    cache: Path | None = None,
 ) -> Dataset:
-    """Load ``spec`` ("digits", a folder or an .npz file), bring it to one image size and cap it at ``limit``."""
+    """Load ``spec`` ("digits", a folder or an .npz file), bring it to one image size and cap it at ``limit``.
+
+    With ``cache`` (a folder), a decoded image folder is kept there and reused while no file changes.
+    """
     if not 0 < val_fraction < 1:
         raise DatasetError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     if limit is not None and limit < 1:
@@ -70,7 +80,7 @@ def load_dataset(
     elif kind == "npz":
         data = _load_npz(path, image_size)
     else:
-        data = _load_folder(path, image_size, val_fraction)
+        data = _load_folder(path, image_size, val_fraction, cache)
     return _limit(data, limit) if limit else data
 
 
@@ -101,7 +111,8 @@ def save_cache(data: Dataset, directory: Path) -> Path:
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         arrays = {f"{field}_{split}": np.asarray(getattr(data, f"{field}_{split}"))
                   for field in ("x", "y", "ids", "shapes") for split in ("train", "test")}
-        np.savez(tmp, name=np.array(data.name), class_names=np.array(data.class_names, dtype=str), **arrays)
+        np.savez(tmp, name=np.array(data.name), class_names=np.array(data.class_names, dtype=str),
+                 skipped=data.skipped.astype(str).reshape(-1, 4), **arrays)
         os.replace(tmp, path)  # atomic: a reader never sees half a file
     return path
 
@@ -211,19 +222,58 @@ def _iter_class_dirs(root: Path):
         yield from (d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith("."))
 
 
-def _load_folder(root: Path, image_size: tuple[int, int] | None, val_fraction: float) -> Dataset:
+def _load_folder(root: Path, image_size: tuple[int, int] | None, val_fraction: float,
+                 cache: Path | None) -> Dataset:
     train_root = root / "train" if (root / "train").is_dir() else root
     test_root = next((root / n for n in HELD_OUT_NAMES if train_root != root and (root / n).is_dir()), None)
     roots = {"train": train_root} | ({"test": test_root} if test_root else {})
     class_names = sorted({d.name for r in roots.values() for d in _iter_class_dirs(r)})
-    splits = read_folder_split(root, roots, class_names, image_size)
+    files, outside = scan_folder(root, roots, class_names)
+    for split, split_root in roots.items():
+        if not any(f.split == split for f in files):
+            raise DatasetError(f"no images in {split_root} (expected {split_root}/<class>/*.png or .jpg)")
+    key = _listing_key(files, outside, class_names, image_size, val_fraction)
+    cached = _cached_folder(cache, key)
+    if cached is not None:
+        return cached
+    splits, failed = read_folder_split(root, files, list(roots), image_size)
     if test_root is None:
         x, y, ids, shapes = splits.pop("train")
         test = holdout_mask(y, val_fraction, SPLIT_SEED)
         splits = {"train": (x[~test], y[~test], ids[~test], shapes[~test]),
                   "test": (x[test], y[test], ids[test], shapes[test])}
     (xtr, ytr, idtr, shtr), (xte, yte, idte, shte) = splits["train"], splits["test"]
-    return Dataset(root.resolve().name, xtr, ytr, xte, yte, class_names, idtr, idte, shtr, shte)
+    skipped = np.array([(s, str(label), path, reason) for s, label, path, reason in outside + failed],
+                       dtype=str).reshape(-1, 4)
+    data = Dataset(root.resolve().name, xtr, ytr, xte, yte, class_names, idtr, idte, shtr, shte, skipped)
+    if cache is not None:
+        path = save_cache(data, cache / "datasets")
+        (cache / "folders").mkdir(parents=True, exist_ok=True)
+        write_atomic(cache / "folders" / f"{key}.json", json.dumps({"dataset": path.name}))
+    return data
+
+
+def _listing_key(files: list, outside: list, class_names: list[str], image_size, val_fraction: float) -> str:
+    """A hash of every file's path, size and modification time, and of the options that shape the decode.
+
+    It changes whenever a file is added, removed, replaced or touched, so a cached decode is never stale.
+    """
+    digest = hashlib.sha256(f"{FOLDER_CACHE_VERSION}|{image_size}|{val_fraction}|{class_names}".encode())
+    for f in files:
+        digest.update(f"{f.split}|{f.label}|{f.path}|{f.size}|{f.mtime_ns}\n".encode())
+    digest.update(repr(outside).encode())
+    return digest.hexdigest()[:24]
+
+
+def _cached_folder(cache: Path | None, key: str) -> Dataset | None:
+    """The dataset decoded earlier from exactly these files, if its cache entry is intact."""
+    if cache is None:
+        return None
+    try:
+        entry = json.loads((cache / "folders" / f"{key}.json").read_text())
+        return load_cache(cache / "datasets" / entry["dataset"])
+    except (OSError, ValueError, KeyError):  # no entry yet, or a damaged one: decode again
+        return None
 
 
 def _limit(data: Dataset, limit: int) -> Dataset:
@@ -235,4 +285,4 @@ def _limit(data: Dataset, limit: int) -> Dataset:
             keep = stratified_subset(y, limit, SPLIT_SEED)
             x, y, ids, shapes = x[keep], y[keep], ids[keep], shapes[keep]
         kept |= {f"x_{split}": x, f"y_{split}": y, f"ids_{split}": ids, f"shapes_{split}": shapes}
-    return Dataset(name=data.name, class_names=data.class_names, **kept)
+    return Dataset(name=data.name, class_names=data.class_names, skipped=data.skipped, **kept)

@@ -1,9 +1,9 @@
-"""The data-quality gate: Great Expectations checks over the per-image statistics table.
+"""The data-quality gate: the suite's checks, validated by Great Expectations over the profiled tables.
 
-`gate_checks` decides, as plain data, what to expect of a dataset (which columns, which values, how severe a
-failure is). `run_gate` turns those into a Great Expectations suite, validates the table with a checkpoint that
-also writes Data Docs, and condenses the result into a `GateResult` that names the offending images.
-Great Expectations is imported inside `run_gate`: it costs ~2.5 s, which the CLI's start-up should not pay.
+`run_gate` profiles the per-image statistics (duplicates, outliers, per-class counts), builds the suite's
+expectations (`tasks/checks.py`), validates the image table and the class table with Great Expectations, writes
+Data Docs, and condenses each result into a `CheckResult` that names the offending images.
+Great Expectations is imported inside `validate`: it costs 2.5-5 s, which the CLI's start-up should not pay.
 """
 
 from __future__ import annotations
@@ -13,33 +13,32 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-CRITICAL, WARNING = "critical", "warning"
+from tasks.checks import CRITICAL, IMAGES, CheckSpec, build_specs, title
+from tasks.dataset_profile import class_table, profile_images
+from tasks.suite import load_suite
+
 MAX_NAMED = 50  # offending images listed per check in gate.json and the report; the Data Docs list them all
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    """One expectation, as data: the Great Expectations class name and its arguments."""
-
-    name: str
-    severity: str
-    expectation: str
-    kwargs: dict
-    explain: str  # what a failure means for training, shown beside it in the report
-    split: str | None = None  # restrict to one split's rows
+KEY_COLUMN = {"images": "path", "classes": "class"}  # what names an offending row in each table
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    name: str
+    name: str  # the suite's key, e.g. "one_pixel_scale"
     severity: str
     success: bool
     observed: str
     explain: str
-    offending: list[str] = field(default_factory=list)
+    offending: list[str] = field(default_factory=list)  # image paths (or "split/class" for class checks)
     offending_count: int = 0
+    expectation: str = ""  # the Great Expectations class and its arguments, as the suite built them
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return title(self.name)
 
 
 @dataclass(frozen=True)
@@ -48,13 +47,14 @@ class GateResult:
     checks: list[CheckResult]
     images: int
     data_docs: str | None = None  # path of the Data Docs index.html
+    suite: dict = field(default_factory=dict)  # name, version and path of the suite file
 
     @property
     def failed(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.success]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json.dumps(asdict(self), indent=2, default=_plain)
 
     @classmethod
     def from_json(cls, text: str) -> GateResult:
@@ -62,73 +62,61 @@ class GateResult:
         return cls(**raw | {"checks": [CheckResult(**c) for c in raw["checks"]]})
 
 
-def gate_checks(stats: pd.DataFrame, class_names: list[str]) -> list[CheckSpec]:
-    """The checks for this dataset. Expected values come from the data's majority (its usual scale and shape)."""
-    scales = stats.loc[stats["scale"] != "constant", "scale"]
-    usual_scale = scales.mode().iloc[0] if len(scales) else "constant"
-    usual_shape = stats["shape"].mode().iloc[0]
-    every_class = list(range(len(class_names)))
-    return [
-        CheckSpec("one pixel scale", CRITICAL, "ExpectColumnValuesToBeInSet",
-                  {"column": "scale", "value_set": [usual_scale, "constant"]},
-                  f"Most images are on the {usual_scale} scale; images on another scale look like noise or "
-                  "black to the model, a classic reason accuracy stalls. Rescale them before training."),
-        CheckSpec("no NaN pixels", CRITICAL, "ExpectColumnValuesToBeBetween",
-                  {"column": "nan_count", "min_value": 0, "max_value": 0},
-                  "A NaN pixel makes the loss NaN and training stops learning."),
-        CheckSpec("no infinite pixels", CRITICAL, "ExpectColumnValuesToBeBetween",
-                  {"column": "inf_count", "min_value": 0, "max_value": 0},
-                  "An infinite pixel overflows the activations: the loss becomes NaN."),
-        CheckSpec("labels within the class list", CRITICAL, "ExpectColumnValuesToBeBetween",
-                  {"column": "label", "min_value": 0, "max_value": len(class_names) - 1},
-                  f"Labels must index the {len(class_names)} classes; others cannot be learned or scored."),
-        CheckSpec("one image shape", WARNING, "ExpectColumnValuesToBeInSet",
-                  {"column": "shape", "value_set": [usual_shape]},
-                  f"Images were resized to one size for training (most are {usual_shape}); resizing distorts "
-                  "the others. Check they belong in this dataset."),
-        CheckSpec("every class in the training split", CRITICAL, "ExpectColumnDistinctValuesToContainSet",
-                  {"column": "label", "value_set": every_class},
-                  "A class without training images can never be predicted.", split="train"),
-        CheckSpec("every class in the test split", WARNING, "ExpectColumnDistinctValuesToContainSet",
-                  {"column": "label", "value_set": every_class},
-                  "A class without test images is never scored: accuracy says nothing about it.", split="test"),
-    ]
+def run_gate(stats: pd.DataFrame, class_names: list[str], suite: dict | None = None,
+             docs_dir: Path | None = None) -> GateResult:
+    """Profile ``stats``, validate both tables with Great Expectations, write Data Docs under ``docs_dir``.
+
+    ``suite`` is a loaded suite file (`tasks.suite.load_suite`); the default suite when None.
+    """
+    suite = suite or load_suite()
+    images = profile_images(stats)
+    classes = class_table(stats, class_names)
+    specs = build_specs(suite, images, classes, class_names)
+    results = validate(images, classes, specs, suite["name"], docs_dir)
+    checks = [_condense(spec, results[spec.name]) for spec in specs]
+    docs = docs_dir / "index.html" if docs_dir is not None else None
+    return GateResult(gate_status(checks), checks, int(images["split"].notna().sum()),
+                      str(docs) if docs and docs.exists() else None,
+                      {key: suite[key] for key in ("name", "version", "path")})
 
 
-def run_gate(stats: pd.DataFrame, class_names: list[str], docs_dir: Path | None = None) -> GateResult:
-    """Validate ``stats`` with Great Expectations; write Data Docs under ``docs_dir`` when given."""
+def validate(images: pd.DataFrame, classes: pd.DataFrame, specs: list[CheckSpec], suite_name: str,
+             docs_dir: Path | None) -> dict:
+    """Run the expectations over each table (one validation per table) and return each check's raw result."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    specs = gate_checks(stats, class_names)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (context.data_sources.add_pandas("images").add_dataframe_asset("pixel_stats")
-             .add_batch_definition_whole_dataframe("all images"))
-    suite = context.suites.add(gx.ExpectationSuite(name="image_gate"))
-    for spec in specs:
-        suite.add_expectation(_expectation(spec))
-    actions = []
+    source = context.data_sources.add_pandas("dataset")
+    results = {}
+    for table, frame in ((IMAGES, images), ("classes", classes)):
+        table_specs = [spec for spec in specs if spec.table == table]
+        if not table_specs:
+            continue
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_name}.{table}"))
+        for spec in table_specs:
+            suite.add_expectation(_expectation(spec))
+        batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe(table)
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite))
+        run = definition.run(batch_parameters={"dataframe": _for_gx(frame, table_specs, table)}, result_format={
+            "result_format": "COMPLETE", "unexpected_index_column_names": [KEY_COLUMN[table]]})
+        results |= {r.expectation_config.meta["check"]: r for r in run.results}
     if docs_dir is not None:
         context.add_data_docs_site(site_name="gate", site_config={
             "class_name": "SiteBuilder",
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
-        actions = [UpdateDataDocsAction(name="data_docs", site_names=["gate"])]
-    validation = context.validation_definitions.add(gx.ValidationDefinition(name="gate", data=batch, suite=suite))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name="image_gate", validation_definitions=[validation], actions=actions,
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]},
-    ))
-    run = checkpoint.run(batch_parameters={"dataframe": stats})
-    (suite_result,) = run.run_results.values()
-    by_name = {r.expectation_config.meta["check"]: r for r in suite_result.results}
-    checks = [_condense(spec, by_name[spec.name], class_names) for spec in specs]
-    docs = docs_dir / "index.html" if docs_dir is not None else None
-    return GateResult(gate_status(checks), checks, len(stats), str(docs) if docs and docs.exists() else None)
+        context.build_data_docs(site_names=["gate"])
+    return results
+
+
+def _for_gx(frame: pd.DataFrame, specs: list[CheckSpec], table: str) -> pd.DataFrame:
+    """Only the columns the expectations read (and the key and split): less for Great Expectations to copy."""
+    columns = {KEY_COLUMN[table], "split"} | {spec.kwargs["column"] for spec in specs}
+    return frame[[c for c in frame.columns if c in columns]]
 
 
 def gate_status(checks: list[CheckResult]) -> str:
@@ -142,20 +130,43 @@ def _expectation(spec: CheckSpec):
 
     extra = {"row_condition": Column("split") == spec.split} if spec.split else {}
     cls = getattr(gxe, spec.expectation)
-    return cls(**spec.kwargs, **extra, severity=spec.severity, description=spec.name, meta={"check": spec.name})
+    return cls(**spec.kwargs, **extra, severity=spec.severity, description=title(spec.name),
+               meta={"check": spec.name})
 
 
-def _condense(spec: CheckSpec, result, class_names: list[str]) -> CheckResult:
+def _condense(spec: CheckSpec, result) -> CheckResult:
     """The few facts a reader needs from one Great Expectations result."""
-    details = result.result
-    if spec.expectation == "ExpectColumnDistinctValuesToContainSet":
-        missing = [class_names[i] for i in details.get("partial_missing_list") or [] if 0 <= i < len(class_names)]
-        observed = f"missing classes: {', '.join(missing)}" if missing else "all classes present"
-        return CheckResult(spec.name, spec.severity, bool(result.success), observed, spec.explain)
-    offending = [row["path"] for row in details.get("unexpected_index_list") or []]
-    values = sorted({str(v) for v in details.get("partial_unexpected_list") or []})
+    details = result.result or {}
+    kwargs = {k: v for k, v in spec.kwargs.items() if k != "partition_object"}
+    base = {"name": spec.name, "severity": spec.severity, "success": bool(result.success), "explain": spec.explain,
+            "expectation": spec.expectation, "kwargs": kwargs}
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        message = result.exception_info.get("exception_message") or "the expectation raised an error"
+        return CheckResult(**base | {"success": False, "observed": f"could not be evaluated: {message}"})
+    if "unexpected_count" not in details:  # an aggregate expectation (the KL divergence)
+        observed = details.get("observed_value")
+        text = f"{float(observed):.3f}" if isinstance(observed, (int, float, np.floating)) else str(observed)
+        return CheckResult(**base | {"observed": f"{text} (limit {spec.kwargs.get('threshold')})"})
+    key = KEY_COLUMN[spec.table]
+    offending = [str(row[key]) for row in details.get("unexpected_index_list") or []]
+    raw_values = details.get("partial_unexpected_list") or []
+    # Yes/no flags say nothing beyond the count; other values (a scale, a size, a reason) do.
+    values = [] if all(isinstance(v, (bool, np.bool_)) for v in raw_values) else sorted({_short(v) for v in raw_values})
     count = int(details.get("unexpected_count") or 0)
-    observed = f"{count} of {details.get('element_count', '?')} images" + (
-        f" (values: {', '.join(values[:5])})" if values else "")
-    return CheckResult(spec.name, spec.severity, bool(result.success), observed, spec.explain,
-                       offending[:MAX_NAMED], count)
+    noun = "images" if spec.table == IMAGES else "classes"
+    observed = f"{count} of {details.get('element_count', '?')} {noun}" + (
+        f" (values: {', '.join(values[:5])})" if values and count else "")
+    return CheckResult(**base | {"observed": observed, "offending": offending[:MAX_NAMED], "offending_count": count})
+
+
+def _short(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:.4g}"
+    return str(value)[:120]
+
+
+def _plain(value):
+    """JSON for the numpy scalars Great Expectations hands back."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

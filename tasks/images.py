@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,16 @@ from tasks.errors import DatasetError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+OUTSIDE_LINK = "symlink to outside the dataset folder, not followed"
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    split: str
+    label: int
+    path: Path
+    size: int  # bytes and modification time: the file's fingerprint for the decode cache
+    mtime_ns: int
 
 
 def resize_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -29,45 +41,110 @@ def resize_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def list_images(roots: dict[str, Path], class_names: list[str]) -> list[tuple[str, int, Path]]:
-    """(split, label, file) for every image file under ``<split root>/<class>/``, in a stable order."""
-    found = []
+def scan_folder(root: Path, roots: dict[str, Path], class_names: list[str]) -> tuple[list[ImageFile], list[tuple]]:
+    """Every image file under ``<split root>/<class>/`` in a stable order, and the files not to read.
+
+    Symlinks (to files or folders) that resolve outside ``root`` are not followed: a dataset folder should not
+    make the tool read elsewhere on the machine. They come back as (split, label, path, reason) findings.
+    """
+    inside = root.resolve()
+    found, skipped = [], []
     for split, split_root in roots.items():
         for label, name in enumerate(class_names):
             folder = split_root / name
-            if folder.is_dir():
-                found += [(split, label, f) for f in sorted(folder.rglob("*"))
-                          if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
-    return found
+            if not folder.is_dir():
+                continue
+            if not _within(folder, inside):
+                skipped.append((split, label, _relative(root, folder), OUTSIDE_LINK))
+                continue
+            for directory, subdirs, names in os.walk(folder):  # os.walk does not descend into linked folders
+                subdirs.sort()
+                here = Path(directory)
+                for entry in sorted(names):
+                    path = here / entry
+                    if entry.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                        continue
+                    if path.is_symlink() and not _within(path, inside):
+                        skipped.append((split, label, _relative(root, path), OUTSIDE_LINK))
+                        continue
+                    try:
+                        stat = path.stat()
+                    except OSError as exc:  # a dangling link
+                        skipped.append((split, label, _relative(root, path), _reason(exc)))
+                        continue
+                    found.append(ImageFile(split, label, path, stat.st_size, stat.st_mtime_ns))
+                for sub in list(subdirs):
+                    if not _within(here / sub, inside):
+                        subdirs.remove(sub)
+                        skipped.append((split, label, _relative(root, here / sub), OUTSIDE_LINK))
+    return found, skipped
 
 
-def read_folder_split(root: Path, roots: dict[str, Path], class_names: list[str],
-                      image_size: tuple[int, int] | None) -> dict[str, tuple]:
-    """Decode every image under ``roots`` into (pixels, labels, ids, original shapes) per split."""
-    files = list_images(roots, class_names)
-    for split, split_root in roots.items():
-        if not any(s == split for s, _, _ in files):
-            raise DatasetError(f"no images in {split_root} (expected {split_root}/<class>/*.png or .jpg)")
-    headers = [_header(root, f) for _, _, f in files]
-    size = image_size or Counter((h, w) for h, w, _, _ in headers).most_common(1)[0][0]
-    mode = "L" if all(m in GRAY_MODES for _, _, _, m in headers) else "RGB"
-    pixels = np.empty((len(files), *size, 1 if mode == "L" else 3), dtype=np.uint8)
-    for i, (_, _, path) in enumerate(files):
-        pixels[i] = _decode(root, path, mode, size)
-    splits = np.array([s for s, _, _ in files])
-    labels = np.array([label for _, label, _ in files], dtype=np.int64)
-    ids = np.array([path.relative_to(root).as_posix() for _, _, path in files])
-    shapes = np.array([(h, w, c) for h, w, c, _ in headers], dtype=np.int64).reshape(-1, 3)
-    return {s: (pixels[splits == s], labels[splits == s], ids[splits == s], shapes[splits == s]) for s in roots}
+def read_folder_split(root: Path, files: list[ImageFile], splits: list[str],
+                      image_size: tuple[int, int] | None) -> tuple[dict[str, tuple], list[tuple]]:
+    """Decode ``files`` into (pixels, labels, ids, original shapes) per split, plus the files that failed.
+
+    Two passes: the headers first (cheap) to choose the common size and colour mode, then the pixels straight
+    into one preallocated uint8 array, so memory is that array and never a list of decoded images.
+    """
+    headers = [_header(f.path) for f in files]
+    failed = [(f.split, f.label, _relative(root, f.path), h) for f, h in zip(files, headers) if isinstance(h, str)]
+    ok = [i for i, h in enumerate(headers) if not isinstance(h, str)]
+    for split in splits:
+        if not any(files[i].split == split for i in ok):
+            raise DatasetError(f"no readable images in the {split} split of {root} "
+                               f"(expected {split}/<class>/*.png or .jpg; {len(failed)} unreadable)")
+    size = image_size or Counter(headers[i][:2] for i in ok).most_common(1)[0][0]
+    mode = "L" if all(headers[i][3] in GRAY_MODES for i in ok) else "RGB"
+    pixels = np.empty((len(ok), *size, 1 if mode == "L" else 3), dtype=np.uint8)
+    decoded = np.zeros(len(ok), dtype=bool)
+    for row, i in enumerate(ok):
+        error = _decode(files[i].path, mode, size, pixels[row])
+        if error:
+            failed.append((files[i].split, files[i].label, _relative(root, files[i].path), error))
+        decoded[row] = not error
+    keep = [i for row, i in enumerate(ok) if decoded[row]]
+    pixels = pixels[decoded] if not decoded.all() else pixels
+    split_of = np.array([files[i].split for i in keep])
+    labels = np.array([files[i].label for i in keep], dtype=np.int64)
+    ids = np.array([_relative(root, files[i].path) for i in keep])
+    shapes = np.array([headers[i][:3] for i in keep], dtype=np.int64).reshape(-1, 3)
+    result = {s: (pixels[split_of == s], labels[split_of == s], ids[split_of == s], shapes[split_of == s])
+              for s in splits}
+    for split, (x, *_rest) in result.items():
+        if not len(x):
+            raise DatasetError(f"no readable images in the {split} split of {root} ({len(failed)} unreadable)")
+    return result, failed
 
 
-def _header(root: Path, path: Path) -> tuple[int, int, int, str]:
+def _within(path: Path, inside: Path) -> bool:
+    try:
+        path.resolve().relative_to(inside)
+        return True
+    except ValueError:
+        return False
+
+
+def _relative(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _reason(exc: Exception, path: Path | None = None) -> str:
+    """One line saying why a file could not be read (Pillow's messages can span lines and repeat the path)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if path is not None:
+        text = text.replace(f" '{path}'", "").replace(str(path), path.name)
+    return text[:200]
+
+
+def _header(path: Path) -> tuple[int, int, int, str] | str:
+    """(height, width, channels, mode), or the reason the file is not a readable image."""
     try:
         with Image.open(path) as image:
             width, height = image.size
             return height, width, len(image.getbands()), image.mode
     except Exception as exc:  # Pillow raises several types for unreadable files
-        raise DatasetError(f"cannot read image {path.relative_to(root)}: {exc}") from None
+        return _reason(exc, path)
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
@@ -79,13 +156,17 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray((pixels >> 8 if pixels.max() > 255 else pixels).clip(0, 255).astype(np.uint8))
 
 
-def _decode(root: Path, path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+def _decode(path: Path, mode: str, size: tuple[int, int], out: np.ndarray) -> str | None:
+    """Decode ``path`` into ``out`` (height, width, channels); the reason on failure, None on success."""
     try:
         with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft(mode, (size[1], size[0]))  # decode big JPEGs at a reduced scale: far less work
             image = _eight_bit(image).convert(mode)
             if image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(image)
     except Exception as exc:  # truncated files only fail here, when the pixels are decoded
-        raise DatasetError(f"cannot read image {path.relative_to(root)}: {exc}") from None
-    return array[..., None] if array.ndim == 2 else array
+        return _reason(exc, path)
+    out[...] = array[..., None] if array.ndim == 2 else array
+    return None

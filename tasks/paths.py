@@ -11,5 +11,7 @@ def default_reports_dir() -> Path:
 
 
 def cache_dir(reports_dir: Path) -> Path:
-    """Where decoded datasets are cached (by fingerprint) for the training processes."""
-    return Path(reports_dir) / ".cache" / "datasets"
+    """The cache under the reports folder (never the user's home), safe to delete at any time:
+    ``datasets/`` decoded datasets by fingerprint (the training processes load them from there), ``folders/``
+    which decoded dataset a folder's file listing gave, ``stats/`` pixel statistics by dataset fingerprint."""
+    return Path(reports_dir) / ".cache"

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from tasks.aggregate import HELPS, HURTS, Verdict, axis_rows
+from tasks.datasets import Dataset
 from tasks.gate import GateResult
+from tasks.gate_report import gate_section
 from tasks.grid import AXES, BASELINE_AXIS, baseline_value
 
 STYLE = """
@@ -28,16 +30,21 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{padding:.3em 
 text-align:left;vertical-align:top}th{background:#f5f6f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .helps{color:#17692c;font-weight:600}.hurts{color:#a22;font-weight:600}.critical{color:#a22}.warning{color:#8a5a00}
 .pass{color:#17692c}img{max-width:100%}code{background:#f3f3f6;padding:0 .25em;border-radius:3px}
+.check{border-left:4px solid #d99;padding:.1em 1em;margin:1em 0}.check.warning-box{border-color:#e5c07b}
+.check h3{margin:.3em 0;font-size:1.05em}.thumbs{display:flex;flex-wrap:wrap;gap:.6em}
+figure{margin:0;max-width:110px;font-size:.75em;overflow-wrap:anywhere}figure img{width:72px;image-rendering:pixelated;
+border:1px solid #ccd}figure.nopixels{border:1px dashed #ccd;padding:.3em}img.strip{height:48px;image-rendering:pixelated}
+table.samples th{font-weight:600;overflow-wrap:anywhere;max-width:14em}details{margin:1em 0}
 """
 
 
 def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | None, verdict: Verdict | None,
-                  curves: dict | None, results: pd.DataFrame | None) -> str:
+                  curves: dict | None, results: pd.DataFrame | None, data: Dataset | None = None) -> str:
     """The whole page. ``run`` holds the run's facts: id, dataset, parameters, timings, error."""
     parts = [f"<h1>Why isn't the model improving? &mdash; {escape(run['dataset'])}</h1>",
              f"<p class=muted>run {escape(run['run_id'])} &middot; {escape(run.get('started', ''))}</p>",
              _verdict_html(run, gate, verdict)]
-    parts.append(_dataset_html(run, gate))
+    parts.append(_dataset_html(run, gate, data))
     if summary is not None and results is not None:
         for axis in AXES:
             if (summary["axis"] == axis).any():
@@ -67,8 +74,9 @@ def _verdict_html(run: dict, gate: GateResult | None, verdict: Verdict | None) -
 
 def _gate_verdict_html(run: dict, gate: GateResult | None) -> str:
     """The first screen when nothing was trained: the gate stopped the run, or only the gate was asked for."""
-    failed = "".join(f"<li><b class={c.severity}>{escape(c.name)}</b> ({c.severity}): {escape(c.observed)}. "
-                     f"{escape(c.explain)}</li>" for c in (gate.failed if gate else []))
+    problems = sorted(gate.failed if gate else [], key=lambda c: c.severity != "critical")
+    failed = "".join(f"<li><b class={c.severity}>{escape(c.title)}</b> ({c.severity}): {escape(c.observed)}.</li>"
+                     for c in problems)
     if run["status"] == "gate failed":
         return (f"<div class='verdict fail'><p class=headline>Training did not run: {escape(run['error'])}.</p>"
                 f"<ul>{failed}</ul><p>Fix the data (the offending images are listed below), or rerun with "
@@ -87,25 +95,10 @@ def _effect_line(row: dict) -> str:
             f"{int(row['pairs'])} seeds)")
 
 
-def _dataset_html(run: dict, gate: GateResult | None) -> str:
-    data = run.get("data") or {}
-    facts = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in data.items())
-    html = f"<h2>Dataset and data-quality gate</h2><table>{facts}</table>"
-    if gate is None:
-        return html
-    docs = (f" &middot; <a href='{escape(run['data_docs_link'])}'>Great Expectations Data Docs</a>"
-            if run.get("data_docs_link") else "")
-    rows = []
-    for check in sorted(gate.checks, key=lambda c: (c.success, c.severity != "critical")):
-        state = "passed" if check.success else f"failed ({check.severity})"
-        css = "pass" if check.success else check.severity
-        shown = ", ".join(escape(p) for p in check.offending[:8])
-        more = f" and {check.offending_count - 8} more" if check.offending_count > 8 else ""
-        rows.append(f"<tr><td>{escape(check.name)}</td><td class={css}>{state}</td><td>{escape(check.observed)}"
-                    f"</td><td>{shown}{more}</td></tr>")
-    return (html + f"<p>Gate: <b class={'pass' if gate.status == 'pass' else 'critical' if gate.status == 'fail' else 'warning'}>"
-            f"{gate.status}</b> over {gate.images} images{docs}</p><table><tr><th>check</th><th>result</th>"
-            f"<th>observed</th><th>offending images</th></tr>{''.join(rows)}</table>")
+def _dataset_html(run: dict, gate: GateResult | None, data: Dataset | None) -> str:
+    facts = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in (run.get("data") or {}).items())
+    html = f"<h2>Dataset</h2><table>{facts}</table>"
+    return html + (gate_section(gate, data, run.get("data_docs_link")) if gate is not None else "")
 
 
 def _axis_html(axis: str, summary: pd.DataFrame, curves: dict) -> str:

@@ -56,6 +56,7 @@ def run_record(run_dir: Path, data: dict, parameters: dict) -> dict:
     classes = data["class_names"]
     return {
         "run_id": run_dir.name,
+        "cache_path": data["cache_path"],
         "dataset": data["name"],
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "status": "running",
@@ -65,5 +66,5 @@ def run_record(run_dir: Path, data: dict, parameters: dict) -> dict:
             "source": data["source"], "fingerprint": data["fingerprint"], "training images": data["train_images"],
             "test images": data["test_images"], "image shape": data["image_shape"], "pixel dtype": data["dtype"],
             "classes": f"{len(classes)}: " + ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else ""),
-        },
+        } | ({"files not read": data["files_not_read"]} if data.get("files_not_read") else {}),
     }

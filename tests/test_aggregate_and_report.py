@@ -92,9 +92,9 @@ def test_report_puts_the_verdict_first_holds_every_variant_and_is_self_contained
     records = fake_records(gains={"standardise": 0.06})
     results = results_table(records)
     summary = summarise(results)
-    gate = GateResult("pass", [CheckResult("no NaN pixels", "critical", True, "0 of 100 images", "why")], 100)
+    gate = GateResult("pass", [CheckResult("no_nan_pixels", "critical", True, "0 of 100 images", "why")], 100)
     page = render_report(RUN, gate, summary, verdict(summary), mean_curves(records), results)
-    assert page.index("helps most") < page.index("Dataset and data-quality gate")
+    assert page.index("helps most") < page.index("Data-quality gate")
     for variant in summary["variant"]:
         assert variant in page
     assert page.count("data:image/png;base64,") == 4  # one learning-curve plot per axis
@@ -102,7 +102,7 @@ def test_report_puts_the_verdict_first_holds_every_variant_and_is_self_contained
 
 
 def test_report_of_a_failed_gate_explains_it_and_names_images():
-    check = CheckResult("one pixel scale", "critical", False, "2 of 100 images (values: 0-1)", "Rescale them.",
+    check = CheckResult("one_pixel_scale", "critical", False, "2 of 100 images (values: 0-1)", "Rescale them.",
                         ["train/a/1.png", "train/b/2.png"], 2)
     gate = GateResult("fail", [check], 100, "/x/data_docs/index.html")
     run = RUN | {"status": "gate failed", "error": "the data-quality gate failed: one pixel scale",

@@ -1,7 +1,9 @@
 """The `ablate` command as a user runs it: a subprocess, its exit code, and what it prints."""
 
 import os
+import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import write_image_folder, write_npz
 
@@ -35,11 +38,65 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_starts(tmp_path, make,
     assert_one_line_error(ablate("run", "--dataset", make(tmp_path), "--out", str(tmp_path / "r")), 2, text)
 
 
-def test_corrupt_image_is_one_line_and_exit_2(prefect_server, tmp_path):
-    root = write_image_folder(tmp_path / "d")
+def problem_folder(root):
+    """RGB images with one of each folder-level problem: a corrupt file, an odd size, a greyscale image, the same
+    image in train and test, and a symlink to a file outside the dataset."""
+    write_image_folder(root, classes=3, per_class=10, size=16, mode="RGB")
     (root / "test" / "class_2" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
-    result = ablate("run", "--dataset", str(root), "--out", str(tmp_path / "r"), api_url=prefect_server)
-    assert_one_line_error(result, 2, "test/class_2/cut.png")
+    rng = np.random.default_rng(7)
+    Image.fromarray(rng.integers(0, 256, (64, 40, 3), dtype=np.uint8)).save(root / "train" / "class_0" / "big.png")
+    Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(root / "train" / "class_1" / "grey.png")
+    shutil.copy(root / "train" / "class_1" / "img_3.png", root / "test" / "class_1" / "copy.png")
+    outside = root.parent / "outside.png"
+    shutil.copy(root / "train" / "class_2" / "img_0.png", outside)
+    (root / "train" / "class_2" / "link.png").symlink_to(outside)
+    return root
+
+
+def test_validate_names_every_problem_in_gate_json_and_exits_1(prefect_server, tmp_path):
+    root = problem_folder(tmp_path / "d")
+    result = ablate("validate", str(root), "--out", str(tmp_path / "r"), api_url=prefect_server)
+    assert_one_line_error(result, 1, "readable files, train/test leakage")
+    (run_dir,) = (tmp_path / "r").glob("*-d")
+    gate = json.loads((run_dir / "gate.json").read_text())
+    found = {c["name"]: c for c in gate["checks"] if not c["success"]}
+    assert gate["status"] == "fail" and gate["suite"]["name"] == "image-gate"
+    assert found["readable_files"]["offending"] == ["test/class_2/cut.png"]
+    assert found["readable_files"]["severity"] == "critical"
+    assert sorted(found["train_test_leakage"]["offending"]) == ["test/class_1/copy.png", "train/class_1/img_3.png"]
+    assert found["odd_sizes"]["offending"] == ["train/class_0/big.png"] and found["odd_sizes"]["severity"] == "warning"
+    assert found["one_channel_count"]["offending"] == ["train/class_1/grey.png"]
+    assert found["no_links_outside"]["offending"] == ["train/class_2/link.png"]
+    # Shrinking 64x40 pixels of noise to 16x16 averages it: far smoother than its peers, and flagged as such.
+    assert found["blurry_images"]["offending"] == ["train/class_0/big.png"]
+    assert set(found) == {"readable_files", "train_test_leakage", "odd_sizes", "odd_aspect_ratios",
+                          "one_channel_count", "no_links_outside", "blurry_images"}
+    page = (run_dir / "index.html").read_text()
+    assert page.index("readable files") < page.index("one channel count")  # critical before warnings
+    assert "<figcaption>test/class_1/copy.png</figcaption>" in page and (run_dir / "data_docs" / "index.html").exists()
+
+
+def test_validate_passes_with_warnings_and_exits_0(prefect_server, tmp_path):
+    root = write_image_folder(tmp_path / "d", classes=2, per_class=10, size=16, mode="RGB")
+    Image.fromarray(np.zeros((16, 16), np.uint8) + 90).save(root / "train" / "class_0" / "grey.png")
+    result = ablate("validate", str(root), "--out", str(tmp_path / "r"), api_url=prefect_server)
+    assert result.returncode == 0, result.stderr[-2000:]
+    gate = json.loads(next((tmp_path / "r").glob("*/gate.json")).read_text())
+    failed = {c["name"] for c in gate["checks"] if not c["success"]}
+    assert gate["status"] == "warn" and failed == {"one_channel_count", "constant_images", "low_information"}
+
+
+def test_suite_option_selects_another_suite_and_a_bad_one_is_exit_2(prefect_server, tmp_path):
+    root = problem_folder(tmp_path / "d")
+    suite = tmp_path / "mine.toml"
+    suite.write_text('name = "mine"\nversion = 7\n[readable_files]\nseverity = "warning"\n'
+                     '[train_test_leakage]\nseverity = "off"\n')
+    result = ablate("validate", str(root), "--suite", str(suite), "--out", str(tmp_path / "r"), api_url=prefect_server)
+    assert result.returncode == 0, result.stderr[-2000:]
+    gate = json.loads(next((tmp_path / "r").glob("*/gate.json")).read_text())
+    assert gate["status"] == "warn" and gate["suite"]["version"] == 7 and len(gate["checks"]) == 1
+    suite.write_text('version = 1\n[readable_file]\nseverity = "warning"\n')
+    assert_one_line_error(ablate("validate", str(root), "--suite", str(suite)), 2, "unknown check [readable_file]")
 
 
 def test_validate_exit_1_on_critical_failure_and_0_on_clean_data(prefect_server, tmp_path):

@@ -1,9 +1,13 @@
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from tasks import images
 from tasks.datasets import load_cache, load_dataset, resolve_source, save_cache
 from tasks.errors import DatasetError
+from tasks.images import OUTSIDE_LINK
 from tasks.sampling import holdout_mask, stratified_subset
 from tests.conftest import write_image_folder, write_npz
 
@@ -100,10 +104,61 @@ def test_bad_sources_raise_one_clear_error(tmp_path, make, message):
         resolve_source(make(tmp_path))
 
 
-def test_corrupt_image_names_the_file(image_folder):
-    (image_folder / "train" / "class_1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(DatasetError, match="cannot read image train/class_1/broken.png"):
-        load_dataset(str(image_folder))
+@pytest.mark.parametrize("name, content", [
+    ("empty.jpg", b""),
+    ("not_an_image.png", b"hello, I am text"),
+    ("truncated.png", None),  # the first 60 bytes of a real PNG: the header reads, the pixels do not
+])
+def test_unreadable_files_are_listed_with_a_reason_and_the_rest_is_loaded(image_folder, name, content):
+    target = image_folder / "train" / "class_1" / name
+    if content is None:
+        content = (image_folder / "train" / "class_1" / "img_0.png").read_bytes()[:60]
+    target.write_bytes(content)
+    data = load_dataset(str(image_folder))
+    assert len(data.y_train) == 18 and f"train/class_1/{name}" not in data.ids_train
+    ((split, label, path, reason),) = data.skipped.tolist()
+    assert (split, label, path) == ("train", "1", f"train/class_1/{name}") and reason
+    assert str(image_folder) not in reason  # the reason names the file relative to the dataset, not the machine
+
+
+def test_a_split_with_no_readable_image_is_bad_input(tmp_path):
+    root = write_image_folder(tmp_path / "d", classes=2, per_class=1)
+    for png in (root / "test").rglob("*.png"):
+        png.write_bytes(b"")
+    with pytest.raises(DatasetError, match="no readable images in the test split"):
+        load_dataset(str(root))
+
+
+def test_symlinks_outside_the_dataset_are_not_followed_and_inside_ones_are(tmp_path):
+    root = write_image_folder(tmp_path / "d")
+    elsewhere = write_image_folder(tmp_path / "elsewhere", classes=1, per_class=2)
+    (root / "train" / "class_0" / "outside.png").symlink_to(elsewhere / "train" / "class_0" / "img_0.png")
+    (root / "train" / "class_0" / "away").symlink_to(elsewhere / "train" / "class_0", target_is_directory=True)
+    (root / "train" / "class_1" / "inside.png").symlink_to(root / "test" / "class_1" / "img_0.png")
+    data = load_dataset(str(root))
+    assert "train/class_1/inside.png" in data.ids_train
+    assert sorted(data.skipped[:, 2].tolist()) == ["train/class_0/away", "train/class_0/outside.png"]
+    assert set(data.skipped[:, 3]) == {OUTSIDE_LINK}
+
+
+def test_a_decoded_folder_is_cached_by_file_fingerprint_and_invalidated_when_a_file_changes(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "d")
+    first = load_dataset(str(root), cache=tmp_path / "cache")
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again although no file changed")
+
+    monkeypatch.setattr(images, "_decode", no_decoding)
+    again = load_dataset(str(root), cache=tmp_path / "cache", limit=5)  # --limit applies after the cache
+    assert again.fingerprint != first.fingerprint and len(again.y_train) == 5
+    assert load_dataset(str(root), cache=tmp_path / "cache").fingerprint == first.fingerprint
+    monkeypatch.undo()
+    changed = root / "train" / "class_0" / "img_0.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(changed)
+    os.utime(changed, ns=(1, 1))  # a different modification time, whatever the clock's resolution
+    reloaded = load_dataset(str(root), cache=tmp_path / "cache")
+    assert reloaded.fingerprint != first.fingerprint
+    assert reloaded.x_train[list(reloaded.ids_train).index("train/class_0/img_0.png")].max() == 0
 
 
 def test_npz_object_arrays_are_refused_without_unpickling(tmp_path):

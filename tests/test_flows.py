@@ -10,7 +10,7 @@ from flows.ablation import ablation
 from flows.data_quality_gate import data_quality_gate
 from tasks.errors import GateFailed
 from tasks.grid import expand_grid
-from tests.conftest import write_npz
+from tests.conftest import write_image_folder, write_npz
 
 
 def test_ablation_end_to_end_on_a_digits_slice(prefect_server, tmp_path):
@@ -23,12 +23,13 @@ def test_ablation_end_to_end_on_a_digits_slice(prefect_server, tmp_path):
     assert (results["status"] == "ok").all() and results["best_val_accuracy"].between(0, 1).all()
     for variant in results["variant"].unique():
         assert variant in page
-    assert page.index("class='verdict") < page.index("Dataset and data-quality gate")
+    assert page.index("class='verdict") < page.index("Data-quality gate")
     assert (run_dir / "data_docs" / "index.html").exists() and (run_dir / "gate.json").exists()
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "done"
     assert "report" in summary["timings"] and summary["timings"]["training (inside processes, summed)"] > 0
     assert (tmp_path / "index.html").exists()  # the index of runs
-    assert published_artifacts() >= {"ablation-results", "ablation-report"}
+    assert published_artifacts() >= {"ablation-results", "ablation-report", "data-quality-gate",
+                                     "data-quality-gate-docs"}
 
 
 def published_artifacts() -> set[str]:
@@ -51,15 +52,20 @@ def test_a_critical_gate_failure_stops_before_training_and_the_report_explains(p
     page_path = failure.value.report_path
     page = open(page_path).read()
     assert "Training did not run" in page and "x_train[0]" in page and "one pixel scale" in page
+    assert page.index("one pixel scale") < page.index("Data-quality gate") < page.index("<figcaption>x_train[0]")
     run_dir = tmp_path / "r" / page_path.split("/")[-2]
     assert not (run_dir / "results.csv").exists() and not (run_dir / "logs").exists()
 
 
-def test_gate_warn_trains_anyway(prefect_server, tmp_path):
-    summary = ablation(dataset=str(mixed_scale_npz(tmp_path)), epochs=1, seeds=1, axes=["dropout"],
-                       gate="warn", out=tmp_path / "r")
+def test_gate_warn_trains_anyway_on_the_readable_images(prefect_server, tmp_path):
+    root = write_image_folder(tmp_path / "d", classes=2, per_class=8, mode="RGB")
+    (root / "train" / "class_0" / "broken.jpg").write_bytes(b"")
+    summary = ablation(dataset=str(root), epochs=1, seeds=1, axes=["dropout"], gate="warn", out=tmp_path / "r")
     results = pd.read_csv(f"{summary['run_dir']}/results.csv")
     assert len(results) == 3 and (results["status"] != "failed").all()
+    gate = json.loads(open(f"{summary['run_dir']}/gate.json").read())
+    readable = next(c for c in gate["checks"] if c["name"] == "readable_files")
+    assert gate["status"] == "fail" and readable["offending"] == ["train/class_0/broken.jpg"]
 
 
 def test_data_quality_gate_flow_alone(prefect_server, tmp_path):

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 
 from tasks.datasets import load_dataset
 from tasks.pixel_stats import pixel_scale, pixel_stats
@@ -34,3 +35,94 @@ def test_scale_names():
     minimum = np.array([0, 0, -1, 0, 5, np.nan])
     maximum = np.array([1, 255, 1, 4095, 5, np.nan])
     assert pixel_scale(minimum, maximum).tolist() == ["0-1", "0-255", "shifted", "other", "constant", "constant"]
+
+
+def one_split(x, y=None):
+    """A Dataset whose train and test splits both hold ``x`` (the test rows are ignored by these tests)."""
+    from tasks.datasets import Dataset
+
+    y = np.zeros(len(x), int) if y is None else y
+    ids = np.array([f"x[{i}]" for i in range(len(x))])
+    shapes = np.tile(x.shape[1:], (len(x), 1))
+    return Dataset("t", x, y, x, y, ["a"], ids, ids, shapes, shapes)
+
+
+def train_rows(x):
+    stats = pixel_stats(one_split(x))
+    return stats[stats["split"] == "train"].reset_index(drop=True)
+
+
+def test_per_channel_moments_match_numpy():
+    x = np.random.default_rng(0).integers(0, 256, (5, 9, 7, 3), dtype=np.uint8)
+    rows = train_rows(x)
+    for c in range(3):
+        assert np.allclose(rows[f"mean_ch{c}"], x[..., c].mean(axis=(1, 2)))
+        assert np.allclose(rows[f"std_ch{c}"], x[..., c].std(axis=(1, 2)), atol=1e-3)
+    assert np.allclose(rows["std"], x.reshape(5, -1).std(axis=1), atol=1e-3)
+
+
+def test_quality_measures_on_images_with_known_answers():
+    half = np.zeros((1, 16, 16, 1), np.uint8)
+    half[:, :, 8:] = 255  # two grey levels in equal shares: 1 bit, mean brightness 0.5
+    flat = np.full((1, 16, 16, 1), 77, np.uint8)
+    checker = ((np.indices((16, 16)).sum(axis=0) % 2) * 255).astype(np.uint8)[None, ..., None]
+    rows = train_rows(np.concatenate([half, flat, checker]))
+    assert np.isclose(rows.loc[0, "entropy"], 1.0) and np.isclose(rows.loc[0, "brightness"], 0.5)
+    assert np.isclose(rows.loc[0, "saturated_share"], 0.5)
+    assert (rows.loc[0, "brightness_p01"], rows.loc[0, "brightness_p99"]) == (0.0, 1.0)
+    assert rows.loc[1, "entropy"] == 0.0 and rows.loc[1, "sharpness"] == 0.0 and rows.loc[1, "contrast"] == 0.0
+    assert rows.loc[2, "sharpness"] > 50 * rows.loc[0, "sharpness"] > 0  # edges everywhere vs one edge
+
+
+def test_grey_stored_as_colour_is_detected():
+    grey = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 1), dtype=np.uint8)
+    x = np.repeat(grey, 3, axis=3)
+    x[1, 0, 0, 2] ^= 1  # one channel of one pixel differs: colour
+    assert train_rows(x)["identical_channels"].tolist() == [True, False]
+
+
+def test_content_hash_is_equal_exactly_for_equal_pixels_and_perceptual_hash_survives_small_changes():
+    rng = np.random.default_rng(2)
+    base = (np.indices((32, 32)).sum(axis=0) * 4).astype(np.uint8)[..., None] + rng.integers(0, 3, (32, 32, 1),
+                                                                                          dtype=np.uint8)
+    brighter = np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8)
+    other = np.ascontiguousarray(base[::-1])
+    rows = train_rows(np.stack([base, base, brighter, other]))
+    hashes, perceptual = rows["pixel_hash"].tolist(), rows["perceptual_hash"].tolist()
+    assert hashes[0] == hashes[1] and len(set(hashes[1:])) == 3
+    assert perceptual[0] == perceptual[2] != perceptual[3]
+
+
+def test_float_images_are_measured_on_their_own_scale():
+    rng = np.random.default_rng(3)
+    x8 = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    as_8bit, as_float = train_rows(x8), train_rows(x8.astype(np.float32) / 255)
+    assert as_float["scale"].tolist() == ["0-1"] * 4
+    for column in ("brightness", "contrast", "entropy", "brightness_p99"):
+        assert np.allclose(as_8bit[column], as_float[column], atol=0.02), column
+
+
+def test_threads_do_not_change_the_result():
+    from tasks import pixel_stats as module
+
+    x = np.random.default_rng(4).integers(0, 256, (300, 8, 8, 3), dtype=np.uint8)
+    data = one_split(x)
+    original = module.PIXELS_PER_CHUNK
+    try:
+        module.PIXELS_PER_CHUNK = 8 * 8 * 3 * 7  # 7 images per chunk: many chunks over two threads
+        chunked = pixel_stats(data, threads=2)
+    finally:
+        module.PIXELS_PER_CHUNK = original
+    whole = pixel_stats(data, threads=1)
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=False, rtol=1e-12)  # BLAS may sum in another order
+
+
+def test_files_not_read_get_a_row_with_their_reason_and_no_measurements():
+    from tasks.images import OUTSIDE_LINK
+
+    data = one_split(np.zeros((2, 4, 4, 1), np.uint8))
+    data.skipped = np.array([["train", "0", "a/bad.png", "truncated"], ["test", "0", "a/l.png", OUTSIDE_LINK]])
+    stats = pixel_stats(data)
+    bad, link = stats.iloc[-2], stats.iloc[-1]
+    assert bad["file_error"] == "truncated" and not bad["link_outside"] and np.isnan(bad["mean"])
+    assert pd.isna(link["file_error"]) and link["link_outside"]

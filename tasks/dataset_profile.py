@@ -1,0 +1,104 @@
+"""Dataset-level columns over the per-image table, and the per-class table: what the gate's checks look at.
+
+`pixel_stats` measures each image alone; here each image is placed among the others: is it a copy of another
+(in its split, in the other split, under another label), how sharp is it next to the typical image, how many
+images does its class have. Pure pandas over the statistics table; no pixels are touched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tasks.pixel_stats import usual_scale
+
+SPLITS = ("train", "test")
+
+
+def profile_images(stats: pd.DataFrame) -> pd.DataFrame:
+    """``stats`` with the columns that compare each image with the rest of the dataset."""
+    table = stats.copy()
+    read = table["file_error"].isna() & ~table["link_outside"].astype(bool)
+    table["usual_scale"] = usual_scale(table.loc[read, "scale"])
+    table["pixels"] = table["height"] * table["width"]
+    table["aspect_ratio"] = table["width"] / table["height"]
+    table["constant"] = (table["max"] <= table["min"]).where(read)
+    table["gray_as_rgb"] = (table["identical_channels"].astype(bool) & (table["channels"] >= 3)).where(read)
+    informative = read & (table["constant"] == False)  # noqa: E712 (a nullable column)
+    median = table.loc[informative, "sharpness"].median()
+    table["sharpness_ratio"] = (table["sharpness"] / median).where(informative) if median > 0 else np.nan
+    table[["copies_in_split", "copies_in_other_split", "labels_for_same_pixels"]] = _copies(
+        table, "pixel_hash", read, with_labels=True)
+    # Near copies: the same perceptual hash but different pixels (exact copies are counted above). Constant
+    # images all share one hash, and the constant-image check covers them, so they are left out.
+    near = _copies(table, "perceptual_hash", informative, with_labels=False)
+    table["near_copies_in_split"] = near["copies_in_split"] - table["copies_in_split"]
+    table["near_copies_in_other_split"] = near["copies_in_other_split"] - table["copies_in_other_split"]
+    return table
+
+
+def _copies(table: pd.DataFrame, column: str, rows: pd.Series, with_labels: bool) -> pd.DataFrame:
+    """For each image in ``rows``: how many others share its ``column`` value in its split, in the other split,
+    and (``with_labels``) how many distinct labels that group of copies carries."""
+    keys = table.loc[rows, [column, "split", "label"]]
+    in_split = keys.groupby([column, "split"])[column].transform("size") - 1
+    total = keys.groupby(column)[column].transform("size") - 1
+    out = pd.DataFrame({"copies_in_split": in_split, "copies_in_other_split": total - in_split}, index=keys.index)
+    if with_labels:
+        out["labels_for_same_pixels"] = keys.groupby(column)["label"].transform("nunique")
+    return out.reindex(table.index)
+
+
+def class_table(stats: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
+    """One row per split and class: image count, share of the split, size against the split's largest class,
+    and (test rows) the class's test share over its training share. Every class appears, even with no images."""
+    counts = (stats.loc[stats["label"].between(0, len(class_names) - 1)].groupby(["split", "label"]).size()
+              .reindex(pd.MultiIndex.from_product([SPLITS, range(len(class_names))], names=["split", "label"]),
+                       fill_value=0))
+    table = counts.rename("images").reset_index()
+    table["class_name"] = [class_names[i] for i in table["label"]]
+    table["class"] = table["split"] + "/" + table["class_name"]
+    totals = table.groupby("split")["images"].transform("sum")
+    table["share"] = table["images"] / totals.where(totals > 0)
+    table["ratio_to_largest"] = table["images"] / table.groupby("split")["images"].transform("max").where(totals > 0)
+    train_share = table.loc[table["split"] == "train"].set_index("label")["share"]
+    ratio = table["share"] / table["label"].map(train_share)
+    table["share_ratio"] = ratio.where((table["split"] == "test") & np.isfinite(ratio))
+    return table
+
+
+def save_table(table: pd.DataFrame, path) -> None:
+    """A table as an .npz of its columns, with no pickle, so loading a cache file can never run code.
+
+    Numbers are stored as they are; yes/no columns with gaps as floats (NaN for the gap); text as strings with
+    a null mask.
+    """
+    arrays = {}
+    for name in table.columns:
+        column = table[name]
+        present = column.dropna()
+        if column.dtype.kind in "biuf" and column.dtype != object:
+            arrays[f"v:{name}"] = column.to_numpy()
+        elif len(present) and present.map(lambda v: isinstance(v, (bool, np.bool_))).all():
+            arrays[f"b:{name}"] = column.astype(float).to_numpy()
+        else:
+            arrays[f"s:{name}"] = column.astype(object).where(column.notna(), "").astype(str).to_numpy(dtype=str)
+            arrays[f"n:{name}"] = column.isna().to_numpy()
+    np.savez(path, **arrays)
+
+
+def load_table(path) -> pd.DataFrame:
+    with np.load(path, allow_pickle=False) as npz:
+        columns = {}
+        for key in npz.files:
+            kind, name = key.split(":", 1)
+            if kind == "v":
+                columns[name] = npz[key]
+            elif kind == "b":
+                values = npz[key]
+                columns[name] = pd.Series(values == 1, dtype=object).where(~np.isnan(values), None)
+            elif kind == "s":
+                values = npz[key].astype(object)
+                values[npz[f"n:{name}"]] = None
+                columns[name] = values
+    return pd.DataFrame(columns)

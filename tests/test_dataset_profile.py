@@ -1,0 +1,49 @@
+"""Dataset-level columns (copies, sharpness against the median) and the per-class table."""
+
+import numpy as np
+import pandas as pd
+
+from tasks.dataset_profile import class_table, load_table, profile_images, save_table
+
+
+def stats_table(rows):
+    """A minimal statistics table: one row per (split, label, pixel hash, perceptual hash, sharpness)."""
+    frame = pd.DataFrame(rows, columns=["split", "label", "pixel_hash", "perceptual_hash", "sharpness"])
+    n = len(frame)
+    return frame.assign(path=[f"img{i}" for i in range(n)], file_error=None, link_outside=False, scale="0-255",
+                        height=8, width=8, channels=3, min=0.0, max=255.0, identical_channels=False)
+
+
+def test_copies_are_counted_within_and_across_splits_and_labels_of_copies():
+    table = profile_images(stats_table([
+        ("train", 0, 1, 10, 5.0), ("train", 0, 1, 10, 5.0),  # an exact copy within train
+        ("test", 1, 1, 10, 5.0),  # ... and in test, under another label
+        ("train", 0, 2, 20, 5.0), ("test", 0, 3, 20, 5.0),  # near copies across splits (same perceptual hash)
+        ("train", 1, 4, 40, 0.2),  # unique, and blurry next to the median
+    ]))
+    assert table["copies_in_split"].tolist() == [1, 1, 0, 0, 0, 0]
+    assert table["copies_in_other_split"].tolist() == [1, 1, 2, 0, 0, 0]
+    assert table["labels_for_same_pixels"].tolist() == [2, 2, 2, 1, 1, 1]
+    assert table["near_copies_in_split"].tolist() == [0, 0, 0, 0, 0, 0]
+    assert table["near_copies_in_other_split"].tolist() == [0, 0, 0, 1, 1, 0]
+    assert np.isclose(table["sharpness_ratio"].iloc[-1], 0.04)
+
+
+def test_class_table_has_every_class_in_every_split_with_shares():
+    stats = stats_table([("train", 0, i, i, 1.0) for i in range(8)] + [("train", 1, 9, 9, 1.0)]
+                        + [("test", 0, 10, 10, 1.0), ("test", 0, 11, 11, 1.0)])
+    table = class_table(stats, ["cat", "dog", "<b>bird</b>"]).set_index("class")
+    assert table.loc["train/cat", "images"] == 8 and table.loc["test/<b>bird</b>", "images"] == 0
+    assert np.isclose(table.loc["train/dog", "ratio_to_largest"], 1 / 8)
+    assert np.isclose(table.loc["test/cat", "share_ratio"], 1.0 / (8 / 9))
+    assert np.isnan(table.loc["train/cat", "share_ratio"])  # a training row has nothing to compare with
+
+
+def test_tables_round_trip_through_npz_without_pickle(tmp_path):
+    table = pd.DataFrame({"n": [1, 2, 3], "x": [0.5, np.nan, 2.0], "text": ["a", None, "c"],
+                          "flag": [True, None, False]})
+    save_table(table, tmp_path / "t.npz")
+    back = load_table(tmp_path / "t.npz")
+    assert back["n"].tolist() == [1, 2, 3] and np.isnan(back["x"][1])
+    assert back["text"].isna().tolist() == [False, True, False] and back["text"][2] == "c"
+    assert back["flag"].isna().tolist() == [False, True, False] and back["flag"][0] is True
