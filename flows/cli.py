@@ -86,6 +86,7 @@ def _run(args: argparse.Namespace) -> dict:
     common = {"dataset": args.dataset, "out": args.out, "image_size": args.image_size,
               "val_fraction": args.val_fraction, "limit": args.limit,
               "suite": str(args.suite) if args.suite else None}
+    _start_prefect_while_importing_great_expectations()
     if args.command == "validate":
         from flows.data_quality_gate import data_quality_gate
 
@@ -94,6 +95,37 @@ def _run(args: argparse.Namespace) -> dict:
 
     axes = [axis for group in args.axes for axis in group] if args.axes else None
     return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate)
+
+
+def _start_prefect_while_importing_great_expectations() -> None:
+    """Overlap two fixed costs of every run: Prefect's temporary server boots in its own process (~5 s) while
+    this one imports Great Expectations (~4 s), instead of one after the other.
+
+    Only when no Prefect server is configured (PREFECT_API_URL unset). The server is Prefect's own ephemeral
+    one, started exactly as the flow would start it; the thread is joined before the flow begins, so the flow
+    finds it healthy. If the early start fails, the flow starts it itself and reports any error there.
+    """
+    import threading
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    starter = None
+    if not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        from prefect.server.api.server import SubprocessASGIServer
+
+        starter = threading.Thread(target=_quietly, args=(SubprocessASGIServer().start,), daemon=True)
+        starter.start()
+    import great_expectations  # noqa: F401  (the gate imports it again, for free)
+
+    if starter is not None:
+        starter.join()
+
+
+def _quietly(start) -> None:
+    try:
+        start()
+    except Exception:  # the flow's own start raises it again, with Prefect's message
+        pass
 
 
 def _time_split(timings: dict, total: float) -> str:
