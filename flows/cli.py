@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 from tasks.errors import EXIT_BAD_INPUT, AblationError
 from tasks.grid import AXES
+from tasks.paths import default_reports_dir
 
+MAX_IMAGE_SIDE = 4096  # an image classifier's input is far smaller; larger requests are typos (and gigabytes)
 EXIT_CODES = """exit codes:
   0  success (gate warnings allowed)
   1  the data-quality gate found critical problems (the report says which images)
@@ -58,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         from tasks.datasets import resolve_source
-
         from tasks.suite import load_suite
 
-        resolve_source(args.dataset)  # fail fast on a missing or unknown dataset or a bad suite, before Prefect
+        # Fail fast, before Prefect starts, on a missing dataset, a bad suite or an unusable --out.
+        resolve_source(args.dataset)
         load_suite(args.suite)
+        _check_out(args.out)
         with _one_line_errors():
             summary = _run(args)
     except AblationError as exc:
@@ -70,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except OSError as exc:  # an unwritable --out, a full disk: the user's to fix, so one line
         print(f"ablate: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:  # the dataset at this --image-size does not fit in memory
+        print("ablate: error: out of memory loading the dataset; use a smaller --image-size or --limit",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("ablate: interrupted; training processes stopped", file=sys.stderr)
@@ -80,6 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nreport: {summary['report']}")
     print(_time_split(summary["timings"], time.perf_counter() - started))
     return 0
+
+
+def _check_out(out: Path | None) -> None:
+    """Create the reports folder now, so an --out that is a file or not writable is a one-line error at once."""
+    target = out or default_reports_dir()
+    if target.exists() and not target.is_dir():
+        raise OSError(f"--out {target} is a file, not a folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"--out {target}: {exc.strerror or exc}") from None
+    if not os.access(target, os.W_OK):
+        raise OSError(f"--out {target}: not writable")
 
 
 def _run(args: argparse.Namespace) -> dict:
@@ -146,7 +167,7 @@ class _DropExpectedTracebacks(logging.Filter):
     """Prefect logs a task's or flow's exception with its traceback; for a user's error one line is enough."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], (AblationError, OSError)):
+        if record.exc_info and isinstance(record.exc_info[1], (AblationError, OSError, MemoryError)):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -202,6 +223,8 @@ def _image_size(text: str) -> tuple[int, int]:
         size = ()
     if len(size) != 2 or min(size) < 1:
         raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 32 or 32x48), got {text!r}")
+    if max(size) > MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_IMAGE_SIDE} pixels a side, got {text!r}")
     return size
 
 

@@ -13,20 +13,25 @@ import pandas as pd
 from tasks.pixel_stats import usual_scale
 
 SPLITS = ("train", "test")
+QUALITY_COLUMNS = ["brightness", "contrast", "brightness_p01", "brightness_p99", "saturated_share", "entropy",
+                   "sharpness"]
 
 
 def profile_images(stats: pd.DataFrame) -> pd.DataFrame:
     """``stats`` with the columns that compare each image with the rest of the dataset."""
     table = stats.copy()
-    read = table["file_error"].isna() & ~table["link_outside"].astype(bool)
+    read = table["file_error"].isna() & ~table["link_not_followed"].astype(bool)
     table["usual_scale"] = usual_scale(table.loc[read, "scale"])
+    # An image on another scale is the scale check's finding; measured against the usual range it would also
+    # look dark, blown out, flat or blurry. Its quality measures are left out rather than reported five times.
+    on_scale = read & table["scale"].isin([table["usual_scale"].iloc[0], "constant"])
+    table.loc[~on_scale, QUALITY_COLUMNS] = np.nan
     table["pixels"] = table["height"] * table["width"]
     table["aspect_ratio"] = table["width"] / table["height"]
     table["constant"] = (table["max"] <= table["min"]).where(read)
     table["gray_as_rgb"] = (table["identical_channels"].astype(bool) & (table["channels"] >= 3)).where(read)
-    informative = read & (table["constant"] == False)  # noqa: E712 (a nullable column)
-    median = table.loc[informative, "sharpness"].median()
-    table["sharpness_ratio"] = (table["sharpness"] / median).where(informative) if median > 0 else np.nan
+    informative = on_scale & (table["constant"] == False)  # noqa: E712 (a nullable column)
+    table["log_sharpness"] = np.log10(table["sharpness"].where(informative & (table["sharpness"] > 0)))
     table[["copies_in_split", "copies_in_other_split", "labels_for_same_pixels"]] = _copies(
         table, "pixel_hash", read, with_labels=True)
     # Near copies: the same perceptual hash but different pixels (exact copies are counted above). Constant
@@ -50,8 +55,9 @@ def _copies(table: pd.DataFrame, column: str, rows: pd.Series, with_labels: bool
 
 
 def class_table(stats: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
-    """One row per split and class: image count, share of the split, size against the split's largest class,
-    and (test rows) the class's test share over its training share. Every class appears, even with no images."""
+    """One row per split and class: image count, share of the split, size against the split's largest class
+    (empty classes have none: missing is its own check), and (test rows) the class's test share over its
+    training share. Every class appears, even with no images."""
     counts = (stats.loc[stats["label"].between(0, len(class_names) - 1)].groupby(["split", "label"]).size()
               .reindex(pd.MultiIndex.from_product([SPLITS, range(len(class_names))], names=["split", "label"]),
                        fill_value=0))
@@ -60,7 +66,8 @@ def class_table(stats: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
     table["class"] = table["split"] + "/" + table["class_name"]
     totals = table.groupby("split")["images"].transform("sum")
     table["share"] = table["images"] / totals.where(totals > 0)
-    table["ratio_to_largest"] = table["images"] / table.groupby("split")["images"].transform("max").where(totals > 0)
+    largest = table.groupby("split")["images"].transform("max")
+    table["ratio_to_largest"] = (table["images"] / largest).where((totals > 0) & (table["images"] > 0))
     train_share = table.loc[table["split"] == "train"].set_index("label")["share"]
     ratio = table["share"] / table["label"].map(train_share)
     table["share_ratio"] = ratio.where((table["split"] == "test") & np.isfinite(ratio))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,7 @@ def resolve_source(spec: str) -> tuple[str, Path | None]:
             raise DatasetError(f"unsupported dataset file {spec}: expected an .npz file or a folder")
         _npz_keys(path)
         return "npz", path
-    if not any(_iter_class_dirs(path)) and not any(_iter_class_dirs(path / "train")):
+    if not any(_iter_class_dirs(path)):  # no sub-folders at all: neither classes nor a train/ folder
         raise DatasetError(
             f"no class folders in {spec}: expected {spec}/train/<class>/*.png (and optionally test/<class>/*)"
         )
@@ -140,6 +141,8 @@ def _load_digits(size: tuple[int, int], val_fraction: float) -> Dataset:
 
 
 def _npz_keys(path: Path) -> list[str]:
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so, which misleads
+        raise DatasetError(f"cannot read {path}: not an .npz archive (numpy.savez writes one)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.files)
@@ -164,7 +167,11 @@ def _load_npz(path: Path, image_size: tuple[int, int] | None) -> Dataset:
     size = image_size or Counter(tuple(x.shape[1:3]) for x in xs.values()).most_common(1)[0][0]
     channels = max(x.shape[3] for x in xs.values())
     xs = {split: _to_channels(resize_images(x, size), channels) for split, x in xs.items()}
-    class_names, ys = _class_names(arrays.get("class_names"), ys)
+    widths = {arrays[f"y_{split}"].shape[1] for split in ys if _is_one_hot(arrays[f"y_{split}"])}
+    names = arrays.get("class_names")
+    if names is None and widths:  # one-hot labels: the columns are the classes, in order
+        names = np.arange(max(widths)).astype(str)
+    class_names, ys = _class_names(names, ys)
     ids = {split: np.array([f"x_{split}[{i}]" for i in range(len(xs[split]))]) for split in xs}
     return Dataset(path.name, xs["train"], ys["train"], xs["test"], ys["test"], class_names,
                    ids["train"], ids["test"], shapes["train"], shapes["test"])
@@ -182,9 +189,19 @@ def _as_images(x: np.ndarray, key: str) -> np.ndarray:
     return x.astype(np.uint8) if x.dtype.kind == "b" else x
 
 
+def _is_one_hot(y: np.ndarray) -> bool:
+    return y.ndim == 2 and y.shape[1] > 1
+
+
 def _as_labels(y: np.ndarray, n: int, key: str) -> np.ndarray:
-    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
-        y = y.argmax(axis=1)
+    if _is_one_hot(y):
+        # The column holding the row's single largest value. A row with no positive value, or a tie for the
+        # largest, names no class: -1, which the gate reports image by image instead of guessing class 0.
+        if y.dtype.kind not in "uifb":
+            raise DatasetError(f"{key} must hold numeric one-hot rows, got dtype {y.dtype}")
+        top = y.max(axis=1)
+        clear = (top > 0) & ((y == top[:, None]).sum(axis=1) == 1)
+        y = np.where(clear, y.argmax(axis=1), -1)
     y = y.reshape(-1)
     if len(y) != n:
         raise DatasetError(f"{key} has {len(y)} labels for {n} images")
@@ -217,6 +234,15 @@ def _to_channels(x: np.ndarray, channels: int) -> np.ndarray:
     return x[..., :channels]  # RGBA -> RGB: the alpha channel carries no class information here
 
 
+def _split_folder(root: Path, names: tuple[str, ...]) -> Path | None:
+    """The sub-folder of ``root`` named like one of ``names``, in that order of preference, ignoring case
+    ("Train", "TEST" and "Validation" are split folders too, not classes)."""
+    if not root.is_dir():
+        return None
+    folders = {d.name.lower(): d for d in sorted(root.iterdir()) if d.is_dir()}
+    return next((folders[name] for name in names if name in folders), None)
+
+
 def _iter_class_dirs(root: Path):
     if root.is_dir():
         yield from (d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith("."))
@@ -224,8 +250,8 @@ def _iter_class_dirs(root: Path):
 
 def _load_folder(root: Path, image_size: tuple[int, int] | None, val_fraction: float,
                  cache: Path | None) -> Dataset:
-    train_root = root / "train" if (root / "train").is_dir() else root
-    test_root = next((root / n for n in HELD_OUT_NAMES if train_root != root and (root / n).is_dir()), None)
+    train_root = _split_folder(root, ("train",)) or root
+    test_root = _split_folder(root, HELD_OUT_NAMES) if train_root != root else None
     roots = {"train": train_root} | ({"test": test_root} if test_root else {})
     class_names = sorted({d.name for r in roots.values() for d in _iter_class_dirs(r)})
     files, outside = scan_folder(root, roots, class_names)

@@ -8,6 +8,7 @@ Great Expectations is imported inside `validate`: it costs 2.5-5 s, which the CL
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -114,9 +115,18 @@ def validate(images: pd.DataFrame, classes: pd.DataFrame, specs: list[CheckSpec]
 
 
 def _for_gx(frame: pd.DataFrame, specs: list[CheckSpec], table: str) -> pd.DataFrame:
-    """Only the columns the expectations read (and the key and split): less for Great Expectations to copy."""
+    """Only the columns the expectations read (and the key and split), text HTML-escaped.
+
+    Great Expectations writes offending values into its Data Docs HTML without escaping them, so a file or
+    class folder named ``<script>`` would become markup there. Escaped here, the Data Docs show the names as
+    text; `_condense` unescapes what comes back, so gate.json and the report hold the real names.
+    """
     columns = {KEY_COLUMN[table], "split"} | {spec.kwargs["column"] for spec in specs}
-    return frame[[c for c in frame.columns if c in columns]]
+    frame = frame[[c for c in frame.columns if c in columns]].copy()
+    for name in frame.columns:
+        if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
+            frame[name] = frame[name].map(lambda v: html.escape(v) if isinstance(v, str) else v)
+    return frame
 
 
 def gate_status(checks: list[CheckResult]) -> str:
@@ -143,13 +153,17 @@ def _condense(spec: CheckSpec, result) -> CheckResult:
     if result.exception_info and result.exception_info.get("raised_exception"):
         message = result.exception_info.get("exception_message") or "the expectation raised an error"
         return CheckResult(**base | {"success": False, "observed": f"could not be evaluated: {message}"})
-    if "unexpected_count" not in details:  # an aggregate expectation (the KL divergence)
+    if "unexpected_count" not in details:  # an aggregate expectation: a divergence, a count of classes
         observed = details.get("observed_value")
-        text = f"{float(observed):.3f}" if isinstance(observed, (int, float, np.floating)) else str(observed)
-        return CheckResult(**base | {"observed": f"{text} (limit {spec.kwargs.get('threshold')})"})
+        if spec.expectation == "ExpectColumnUniqueValueCountToBeBetween":
+            text = f"{observed} classes (at least {spec.kwargs['min_value']})"
+        else:
+            number = f"{float(observed):.3f}" if isinstance(observed, (int, float, np.floating)) else str(observed)
+            text = f"{number} (limit {spec.kwargs.get('threshold')})"
+        return CheckResult(**base | {"observed": text})
     key = KEY_COLUMN[spec.table]
-    offending = [str(row[key]) for row in details.get("unexpected_index_list") or []]
-    raw_values = details.get("partial_unexpected_list") or []
+    offending = [html.unescape(str(row[key])) for row in details.get("unexpected_index_list") or []]
+    raw_values = [html.unescape(v) if isinstance(v, str) else v for v in details.get("partial_unexpected_list") or []]
     # Yes/no flags say nothing beyond the count; other values (a scale, a size, a reason) do.
     values = [] if all(isinstance(v, (bool, np.bool_)) for v in raw_values) else sorted({_short(v) for v in raw_values})
     count = int(details.get("unexpected_count") or 0)

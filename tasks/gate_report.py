@@ -120,7 +120,9 @@ class _Drawer:
 
     def _eight_bit(self, images: np.ndarray) -> np.ndarray:
         """(n, h, w, c) images side by side as one 8-bit (h, n*w, c) strip, mapped with the usual range."""
-        scaled = (np.nan_to_num(images.astype(np.float32), nan=self.low) - self.low) * (255 / (self.high - self.low))
+        with np.errstate(over="ignore", invalid="ignore"):  # infinite pixels: drawn white, as clipped
+            finite = np.nan_to_num(images.astype(np.float32), nan=self.low)
+            scaled = (finite - self.low) * (255 / (self.high - self.low))
         strip = np.concatenate(list(np.clip(scaled, 0, 255).astype(np.uint8)), axis=1)
         return strip[..., :3]
 

@@ -15,6 +15,11 @@ from tasks.errors import DatasetError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 OUTSIDE_LINK = "symlink to outside the dataset folder, not followed"
+SCANNED_LINK = "symlink to a folder the dataset already covers, not followed"
+LINK_REASONS = (OUTSIDE_LINK, SCANNED_LINK)
+# Channels as a reader counts them: palette and CMYK files are colour (3), whatever their band count.
+MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "F": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "LA": 2, "La": 2, "P": 3,
+                 "PA": 4, "RGB": 3, "RGBX": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "CMYK": 3, "RGBA": 4, "RGBa": 4}
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ def resize_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if tuple(x.shape[1:3]) == tuple(size):
         return x
     height, width = size
-    out = np.empty((len(x), height, width, x.shape[3]), dtype=x.dtype)
+    out = allocate((len(x), height, width, x.shape[3]), x.dtype)
     as_bytes = x.dtype == np.uint8  # 8-bit resampling in Pillow rounds and clips for us
     for i, image in enumerate(x):
         for c in range(x.shape[3]):
@@ -45,11 +50,14 @@ def scan_folder(root: Path, roots: dict[str, Path], class_names: list[str]) -> t
     """Every image file under ``<split root>/<class>/`` in a stable order, and the files not to read.
 
     Symlinks (to files or folders) that resolve outside ``root`` are not followed: a dataset folder should not
-    make the tool read elsewhere on the machine. They come back as (split, label, path, reason) findings.
+    make the tool read elsewhere on the machine. Nor are links to folders the scan already covers (a link to a
+    parent or to another class would read those images again under this class's label). Both come back as
+    (split, label, path, reason) findings.
     `os.scandir` gives each entry's type without a system call and its size and time with one; paths stay
     strings (pathlib objects cost more than the system calls at 60,000 files).
     """
     inside = root.resolve()
+    covered = [os.path.realpath(r) for r in roots.values()]
     found, skipped = [], []
     for split, split_root in roots.items():
         for label, name in enumerate(class_names):
@@ -59,7 +67,7 @@ def scan_folder(root: Path, roots: dict[str, Path], class_names: list[str]) -> t
             if not _within(str(folder), inside):
                 skipped.append((split, label, _relative(root, str(folder)), OUTSIDE_LINK))
                 continue
-            for entry, problem in _walk(str(folder), inside, set()):
+            for entry, problem in _walk(str(folder), inside, covered):
                 if problem:
                     skipped.append((split, label, _relative(root, entry.path), problem))
                 else:
@@ -68,28 +76,37 @@ def scan_folder(root: Path, roots: dict[str, Path], class_names: list[str]) -> t
     return found, skipped
 
 
-def _walk(folder: str, inside: Path, seen: set[str]):
+def _walk(folder: str, inside: Path, covered: list[str]):
     """(entry, problem) for every image file under ``folder``, sorted by name; problem is None or why the file
-    is not read. Linked folders are entered only when they stay inside the dataset, and each folder once (a
-    link to a parent folder would otherwise loop forever)."""
-    real = os.path.realpath(folder)
-    if real in seen:
-        return
-    seen.add(real)
+    is not read. Linked folders are entered only when they stay inside the dataset and outside the split
+    folders being scanned (so a link to a parent can never loop)."""
     with os.scandir(folder) as entries:
         ordered = sorted(entries, key=lambda e: e.name)
     for entry in ordered:
         if entry.name.startswith("."):
             continue
         is_image = os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-        link = entry.is_symlink()
-        if link and not _within(entry.path, inside):
-            if is_image or entry.is_dir():
-                yield entry, OUTSIDE_LINK
+        if entry.is_symlink():
+            is_dir = entry.is_dir()
+            if not _within(entry.path, inside):
+                if is_image or is_dir:
+                    yield entry, OUTSIDE_LINK
+            elif is_dir:
+                if _overlaps(os.path.realpath(entry.path), covered):
+                    yield entry, SCANNED_LINK
+                else:
+                    yield from _walk(entry.path, inside, covered)
+            elif is_image:
+                yield entry, None if entry.is_file() else "a symlink to a file that does not exist"
         elif entry.is_dir():
-            yield from _walk(entry.path, inside, seen)
+            yield from _walk(entry.path, inside, covered)
         elif is_image:
-            yield entry, ("a symlink to a file that does not exist" if link and not entry.is_file() else None)
+            yield entry, None
+
+
+def _overlaps(real: str, covered: list[str]) -> bool:
+    """Is ``real`` one of the ``covered`` folders, inside one, or a parent of one?"""
+    return any(real == c or real.startswith(c + os.sep) or c.startswith(real + os.sep) for c in covered)
 
 
 def read_folder_split(root: Path, files: list[ImageFile], splits: list[str],
@@ -99,7 +116,7 @@ def read_folder_split(root: Path, files: list[ImageFile], splits: list[str],
     Two passes: the headers first (cheap) to choose the common size and colour mode, then the pixels straight
     into one preallocated uint8 array, so memory is that array and never a list of decoded images.
     """
-    headers = [_header(f.path) for f in files]
+    headers = [_header(f.path) if f.size else "empty file (0 bytes)" for f in files]
     failed = [(f.split, f.label, _relative(root, f.path), h) for f, h in zip(files, headers) if isinstance(h, str)]
     ok = [i for i, h in enumerate(headers) if not isinstance(h, str)]
     for split in splits:
@@ -108,7 +125,7 @@ def read_folder_split(root: Path, files: list[ImageFile], splits: list[str],
                                f"(expected {split}/<class>/*.png or .jpg; {len(failed)} unreadable)")
     size = image_size or Counter(headers[i][:2] for i in ok).most_common(1)[0][0]
     mode = "L" if all(headers[i][3] in GRAY_MODES for i in ok) else "RGB"
-    pixels = np.empty((len(ok), *size, 1 if mode == "L" else 3), dtype=np.uint8)
+    pixels = allocate((len(ok), *size, 1 if mode == "L" else 3), np.uint8)
     decoded = np.zeros(len(ok), dtype=bool)
     for row, i in enumerate(ok):
         error = _decode(files[i].path, mode, size, pixels[row])
@@ -127,6 +144,16 @@ def read_folder_split(root: Path, files: list[ImageFile], splits: list[str],
         if not len(x):
             raise DatasetError(f"no readable images in the {split} split of {root} ({len(failed)} unreadable)")
     return result, failed
+
+
+def allocate(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An empty array for a whole split, or a clear error saying how much memory it would need."""
+    try:
+        return np.empty(shape, dtype=dtype)
+    except MemoryError:
+        size = np.prod(shape, dtype=np.float64) * np.dtype(dtype).itemsize / 2**30
+        raise DatasetError(f"{shape[0]:,} images of {'x'.join(map(str, shape[1:]))} need {size:,.1f} GiB of "
+                           "memory; use a smaller --image-size or --limit") from None
 
 
 def _within(path: str, inside: Path) -> bool:
@@ -152,7 +179,10 @@ def _header(path: str) -> tuple[int, int, int, str] | str:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            return height, width, len(image.getbands()), image.mode
+            channels = MODE_CHANNELS.get(image.mode, len(image.getbands()))
+            if image.mode == "P" and "transparency" in image.info:
+                channels = 4
+            return height, width, channels, image.mode
     except Exception as exc:  # Pillow raises several types for unreadable files
         return _reason(exc, path)
 

@@ -22,7 +22,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from tasks.datasets import Dataset
-from tasks.images import OUTSIDE_LINK
+from tasks.images import LINK_REASONS
 
 STATS_VERSION = 1  # bump when a measure changes, so statistics cached by older code are not reused
 PIXELS_PER_CHUNK = 1 << 21  # ~2M values per chunk: 8 MB float32 temporaries stay in cache; measured fastest
@@ -44,7 +44,8 @@ def pixel_stats(data: Dataset, threads: int | None = None) -> pd.DataFrame:
         x, y, ids, shapes = data.split(split)
         table = pd.DataFrame({
             "split": split, "path": ids.astype(str), "label": y, "class_name": _class_names(data, y),
-            "file_error": None, "link_outside": False, "height": shapes[:, 0], "width": shapes[:, 1], "channels": shapes[:, 2],
+            "file_error": None, "link_not_followed": False,
+            "height": shapes[:, 0], "width": shapes[:, 1], "channels": shapes[:, 2],
             "dtype": str(x.dtype), "min": ranges[split][0], "max": ranges[split][1], "scale": scales[split],
         })
         parts.append(pd.concat([table, _measure_all(x, lo, hi, threads)], axis=1))
@@ -89,9 +90,9 @@ def _skipped_rows(data: Dataset) -> pd.DataFrame:
         return pd.DataFrame()
     split, label, path, reason = data.skipped.T
     labels = label.astype(np.int64)
-    outside = reason == OUTSIDE_LINK
+    link = np.isin(reason, LINK_REASONS)
     return pd.DataFrame({"split": split, "path": path, "label": labels, "class_name": _class_names(data, labels),
-                         "file_error": np.where(outside, None, reason), "link_outside": outside})
+                         "file_error": np.where(link, None, reason), "link_not_followed": link})
 
 
 def _chunks(x: np.ndarray) -> list[slice]:

@@ -33,7 +33,8 @@ text-align:left;vertical-align:top}th{background:#f5f6f9}td.num{text-align:right
 .check{border-left:4px solid #d99;padding:.1em 1em;margin:1em 0}.check.warning-box{border-color:#e5c07b}
 .check h3{margin:.3em 0;font-size:1.05em}.thumbs{display:flex;flex-wrap:wrap;gap:.6em}
 figure{margin:0;max-width:110px;font-size:.75em;overflow-wrap:anywhere}figure img{width:72px;image-rendering:pixelated;
-border:1px solid #ccd}figure.nopixels{border:1px dashed #ccd;padding:.3em}img.strip{height:48px;image-rendering:pixelated}
+border:1px solid #ccd}figure.nopixels{border:1px dashed #ccd;padding:.3em}
+img.strip{height:48px;image-rendering:pixelated}
 table.samples th{font-weight:600;overflow-wrap:anywhere;max-width:14em}details{margin:1em 0}
 """
 
@@ -96,7 +97,8 @@ def _effect_line(row: dict) -> str:
 
 
 def _dataset_html(run: dict, gate: GateResult | None, data: Dataset | None) -> str:
-    facts = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in (run.get("data") or {}).items())
+    facts = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>"
+                    for k, v in (run.get("data") or {}).items())
     html = f"<h2>Dataset</h2><table>{facts}</table>"
     return html + (gate_section(gate, data, run.get("data_docs_link")) if gate is not None else "")
 

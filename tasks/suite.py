@@ -16,7 +16,7 @@ DEFAULT_SUITE = Path(__file__).with_name("gate_suite.toml")
 SEVERITIES = (CRITICAL, WARNING, OFF)
 # (exclusive low, inclusive high, whole number) for settings whose meaning bounds them; others are positive.
 PARAM_RANGES = {
-    "min_brightest_level": (0, 1, False), "max_darkest_level": (0, 1, False), "min_sharpness_ratio": (0, 1, False),
+    "min_brightest_level": (0, 1, False), "max_darkest_level": (0, 1, False),
     "max_ratio": (1, float("inf"), False), "max_factor": (1, float("inf"), False), "bins": (1, 1000, True),
 }
 

@@ -11,7 +11,7 @@ def stats_table(rows):
     """A minimal statistics table: one row per (split, label, pixel hash, perceptual hash, sharpness)."""
     frame = pd.DataFrame(rows, columns=["split", "label", "pixel_hash", "perceptual_hash", "sharpness"])
     n = len(frame)
-    return frame.assign(path=[f"img{i}" for i in range(n)], file_error=None, link_outside=False, scale="0-255",
+    return frame.assign(path=[f"img{i}" for i in range(n)], file_error=None, link_not_followed=False, scale="0-255",
                         height=8, width=8, channels=3, min=0.0, max=255.0, identical_channels=False)
 
 
@@ -27,7 +27,15 @@ def test_copies_are_counted_within_and_across_splits_and_labels_of_copies():
     assert table["labels_for_same_pixels"].tolist() == [2, 2, 2, 1, 1, 1]
     assert table["near_copies_in_split"].tolist() == [0, 0, 0, 0, 0, 0]
     assert table["near_copies_in_other_split"].tolist() == [0, 0, 0, 1, 1, 0]
-    assert np.isclose(table["sharpness_ratio"].iloc[-1], 0.04)
+    assert np.isclose(table["log_sharpness"].iloc[-1], np.log10(0.2))
+
+
+def test_images_off_the_usual_scale_keep_no_quality_measures():
+    stats = stats_table([("train", 0, i, i, 5.0) for i in range(4)]).assign(
+        scale=["0-255", "0-255", "0-255", "0-1"], brightness=0.5)
+    table = profile_images(stats)
+    assert table["brightness"].isna().tolist() == [False, False, False, True]
+    assert table["log_sharpness"].isna().tolist() == [False, False, False, True]
 
 
 def test_class_table_has_every_class_in_every_split_with_shares():
@@ -36,6 +44,7 @@ def test_class_table_has_every_class_in_every_split_with_shares():
     table = class_table(stats, ["cat", "dog", "<b>bird</b>"]).set_index("class")
     assert table.loc["train/cat", "images"] == 8 and table.loc["test/<b>bird</b>", "images"] == 0
     assert np.isclose(table.loc["train/dog", "ratio_to_largest"], 1 / 8)
+    assert np.isnan(table.loc["train/<b>bird</b>", "ratio_to_largest"])  # empty: the missing-class check's
     assert np.isclose(table.loc["test/cat", "share_ratio"], 1.0 / (8 / 9))
     assert np.isnan(table.loc["train/cat", "share_ratio"])  # a training row has nothing to compare with
 

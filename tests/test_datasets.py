@@ -7,7 +7,7 @@ from PIL import Image
 from tasks import images
 from tasks.datasets import load_cache, load_dataset, resolve_source, save_cache
 from tasks.errors import DatasetError
-from tasks.images import OUTSIDE_LINK
+from tasks.images import OUTSIDE_LINK, SCANNED_LINK
 from tasks.sampling import holdout_mask, stratified_subset
 from tests.conftest import write_image_folder, write_npz
 
@@ -98,6 +98,7 @@ def test_npz_labels_without_names_are_indexed_and_unknown_test_labels_flagged(tm
     (lambda p: (p / "empty").mkdir() or str(p / "empty"), "no class folders"),
     (lambda p: str(write_npz(p / "d.npz", y_test=None)), "lacks y_test"),
     (lambda p: (p / "notes.txt").write_text("x") and str(p / "notes.txt"), "unsupported dataset file"),
+    (lambda p: (p / "text.npz").write_text("x,y\n1,2") and str(p / "text.npz"), "not an .npz archive"),
 ])
 def test_bad_sources_raise_one_clear_error(tmp_path, make, message):
     with pytest.raises(DatasetError, match=message):
@@ -119,6 +120,8 @@ def test_unreadable_files_are_listed_with_a_reason_and_the_rest_is_loaded(image_
     ((split, label, path, reason),) = data.skipped.tolist()
     assert (split, label, path) == ("train", "1", f"train/class_1/{name}") and reason
     assert str(image_folder) not in reason  # the reason names the file relative to the dataset, not the machine
+    if not content:
+        assert reason == "empty file (0 bytes)"
 
 
 def test_a_split_with_no_readable_image_is_bad_input(tmp_path):
@@ -135,10 +138,48 @@ def test_symlinks_outside_the_dataset_are_not_followed_and_inside_ones_are(tmp_p
     (root / "train" / "class_0" / "outside.png").symlink_to(elsewhere / "train" / "class_0" / "img_0.png")
     (root / "train" / "class_0" / "away").symlink_to(elsewhere / "train" / "class_0", target_is_directory=True)
     (root / "train" / "class_1" / "inside.png").symlink_to(root / "test" / "class_1" / "img_0.png")
+    (root / "extra").mkdir()
+    (root / "extra" / "more.png").write_bytes((root / "train" / "class_2" / "img_0.png").read_bytes())
+    (root / "train" / "class_2" / "extra").symlink_to(root / "extra", target_is_directory=True)
+    (root / "train" / "class_1" / "loop").symlink_to(root / "train", target_is_directory=True)
+    (root / "train" / "class_1" / "sibling").symlink_to(root / "train" / "class_0", target_is_directory=True)
     data = load_dataset(str(root))
-    assert "train/class_1/inside.png" in data.ids_train
-    assert sorted(data.skipped[:, 2].tolist()) == ["train/class_0/away", "train/class_0/outside.png"]
-    assert set(data.skipped[:, 3]) == {OUTSIDE_LINK}
+    assert "train/class_1/inside.png" in data.ids_train and "train/class_2/extra/more.png" in data.ids_train
+    assert len(data.y_train) == 18 + 2  # nothing read twice through the loop or the sibling link
+    skipped = dict(zip(data.skipped[:, 2].tolist(), data.skipped[:, 3].tolist()))
+    assert skipped == {"train/class_0/away": OUTSIDE_LINK, "train/class_0/outside.png": OUTSIDE_LINK,
+                       "train/class_1/loop": SCANNED_LINK, "train/class_1/sibling": SCANNED_LINK}
+
+
+def test_palette_and_cmyk_files_count_as_colour_and_transparency_as_alpha(tmp_path):
+    root = write_image_folder(tmp_path / "d", mode="RGB")
+    folder = root / "train" / "class_0"
+    colour = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    colour.convert("P").save(folder / "palette.png")
+    colour.convert("CMYK").save(folder / "cmyk.jpg")
+    clear = colour.convert("P")
+    clear.info["transparency"] = 0
+    clear.save(folder / "clear.png", transparency=0)
+    data = load_dataset(str(root))
+    channels = {i: c for i, c in zip(data.ids_train, data.shapes_train[:, 2])}
+    assert channels["train/class_0/palette.png"] == channels["train/class_0/cmyk.jpg"] == 3
+    assert channels["train/class_0/clear.png"] == 4
+
+
+def test_capitalised_split_folders_are_splits_not_classes(tmp_path):
+    root = write_image_folder(tmp_path / "d")
+    (root / "train").rename(root / "Train")
+    (root / "test").rename(root / "TEST")
+    data = load_dataset(str(root))
+    assert data.class_names == ["class_0", "class_1", "class_2"] and len(data.y_test) == 18
+
+
+def test_one_hot_rows_that_name_no_single_class_become_label_minus_one(tmp_path):
+    y = np.eye(3)[np.arange(40) % 3]
+    y[0], y[1], y[2] = 0, [0.5, 0.5, 0], 1  # no class, a tie, every class
+    data = load_dataset(str(write_npz(tmp_path / "d.npz", classes=3, y_train=y)))
+    assert data.class_names == ["0", "1", "2"]
+    assert data.y_train[:4].tolist() == [-1, -1, -1, 0]
 
 
 def test_a_decoded_folder_is_cached_by_file_fingerprint_and_invalidated_when_a_file_changes(tmp_path, monkeypatch):

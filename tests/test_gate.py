@@ -86,7 +86,7 @@ def unreadable(d):
     return ["train/class_1/broken.png"]
 
 
-def link_outside(d):
+def link_not_followed(d):
     from tasks.images import OUTSIDE_LINK
 
     d.skipped = np.array([["test", "0", "test/class_0/elsewhere.png", OUTSIDE_LINK]])
@@ -165,6 +165,12 @@ def conflicting(d):
     return [d.ids_train[0], d.ids_train[TRAIN_PER_CLASS]]
 
 
+def one_class(d):
+    keep(d, "train", d.y_train == 0)
+    keep(d, "test", d.y_test == 0)
+    d.class_names = d.class_names[:1]
+
+
 def bad_label(d):
     d.y_test[4] = CLASSES + 2
     return [d.ids_test[4]]
@@ -201,13 +207,13 @@ def flatter_test(d):
 
 MUTATIONS = {
     "one_pixel_scale": mixed_scale, "one_dtype": float_test, "no_nan_pixels": nan_pixel,
-    "no_infinite_pixels": inf_pixel, "readable_files": unreadable, "no_links_outside": link_outside,
+    "no_infinite_pixels": inf_pixel, "readable_files": unreadable, "unfollowed_symlinks": link_not_followed,
     "one_channel_count": grey_file, "odd_sizes": tiny_file, "odd_aspect_ratios": wide_file,
     "gray_stored_as_rgb": grey_as_rgb, "dark_images": dark, "overexposed_images": overexposed,
     "low_information": low_information, "blurry_images": blurry, "constant_images": constant,
     "exact_duplicates": exact_copy, "near_duplicates": near_copy, "train_test_leakage": leak,
     "near_duplicates_across_splits": near_leak, "conflicting_labels": conflicting,
-    "labels_within_class_list": bad_label, "class_missing_from_train": no_training_class,
+    "labels_within_class_list": bad_label, "at_least_two_classes": one_class, "class_missing_from_train": no_training_class,
     "class_missing_from_test": no_test_class, "class_imbalance": imbalance, "class_share_drift": share_drift,
     "brightness_drift": darker_test, "contrast_drift": flatter_test,
 }
@@ -239,8 +245,8 @@ def test_each_check_trips_on_its_defect_and_names_the_images(check):
     assert result.status in ("warn", "fail")
     if expected is not None:
         assert sorted(found.offending) == sorted(expected) and found.offending_count == len(expected), found
-    else:  # drift: a divergence, not a list of images
-        assert "limit" in found.observed
+    else:  # drift and the class count: one number, not a list of images
+        assert "limit" in found.observed or found.observed == "1 classes (at least 2)"
 
 
 def test_a_check_that_passes_names_nothing():
@@ -286,3 +292,16 @@ def test_gate_json_round_trip_has_what_ci_needs():
     assert sorted(entry["offending"]) == sorted(expected) and entry["observed"].startswith("2 of")
     assert GateResult.from_json(result.to_json()) == result
     assert gate_status([]) == "pass"
+
+
+def test_names_from_the_data_are_text_in_data_docs_and_exact_in_gate_json(tmp_path):
+    data = clean_dataset()
+    evil = "<img src=x onerror=alert(1)>"
+    data.class_names[1] = evil
+    data.ids_test = np.array([f"test/{evil}/{i}.png" for i in range(len(data.ids_test))])
+    constant(data)
+    result = gate(data, docs_dir=tmp_path / "docs")
+    assert checks_by_name(result)["constant_images"].offending == [f"test/{evil}/2.png"]
+    pages = [p.read_text() for p in (tmp_path / "docs").rglob("*.html")]
+    assert any("&lt;img src=x onerror=alert(1)&gt;" in page for page in pages)  # shown, as text
+    assert not any(evil in page for page in pages)

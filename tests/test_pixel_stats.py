@@ -124,5 +124,5 @@ def test_files_not_read_get_a_row_with_their_reason_and_no_measurements():
     data.skipped = np.array([["train", "0", "a/bad.png", "truncated"], ["test", "0", "a/l.png", OUTSIDE_LINK]])
     stats = pixel_stats(data)
     bad, link = stats.iloc[-2], stats.iloc[-1]
-    assert bad["file_error"] == "truncated" and not bad["link_outside"] and np.isnan(bad["mean"])
-    assert pd.isna(link["file_error"]) and link["link_outside"]
+    assert bad["file_error"] == "truncated" and not bad["link_not_followed"] and np.isnan(bad["mean"])
+    assert pd.isna(link["file_error"]) and link["link_not_followed"]
