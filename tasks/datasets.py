@@ -26,7 +26,7 @@ from tasks.sampling import holdout_mask, stratified_subset
 DIGITS_SIZE = (32, 32)  # digits are 8x8; 32x32 leaves room for two 2x2 poolings in the deepest variant
 HELD_OUT_NAMES = ("test", "val", "validation")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-FOLDER_CACHE_VERSION = 2  # bump when decoding changes, so no cached decode from older code is reused
+FOLDER_CACHE_VERSION = 3  # bump when decoding changes, so no cached decode from older code is reused
 SPLIT_SEED = 0  # held-out split and --limit sampling are deterministic, so a dataset's fingerprint is stable
 
 

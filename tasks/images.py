@@ -188,8 +188,12 @@ def _header(path: str) -> tuple[int, int, int, str] | str:
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """16-bit (and 32-bit integer) images as 8-bit by their top byte: Pillow's convert("L") would clip them to
-    255, silently turning most of a 16-bit image white."""
+    """16-bit (and 32-bit integer) images as 8-bit by their top byte, and 32-bit float images on the 0-1 scale
+    as 0-255: Pillow's convert("L") would clip them, turning a 16-bit image white and a 0-1 float image black."""
+    if image.mode == "F":
+        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        scaled = pixels * 255 if pixels.max(initial=0) <= 1 else pixels
+        return Image.fromarray(np.rint(scaled).clip(0, 255).astype(np.uint8))
     if not image.mode.startswith("I"):
         return image
     pixels = np.asarray(image).astype(np.int64)

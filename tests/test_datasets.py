@@ -221,6 +221,13 @@ def test_holdout_keeps_singleton_classes_in_training_and_subset_keeps_all_classe
     assert sorted(labels[subset].tolist()) == [0, 1, 2]
 
 
+def test_float_tiffs_on_the_0_1_scale_are_scaled_to_8_bit(tmp_path):
+    root = write_image_folder(tmp_path / "d", size=8)
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(root / "train" / "class_0" / "float.tif")
+    data = load_dataset(str(root))
+    assert data.x_train[list(data.ids_train).index("train/class_0/float.tif")].max() == 128
+
+
 def test_16_bit_images_are_scaled_to_8_bit_not_clipped(tmp_path):
     root = write_image_folder(tmp_path / "d", size=8)
     deep = np.full((8, 8), 32768, dtype=np.uint16)  # mid-grey in 16 bits
