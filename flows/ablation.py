@@ -18,8 +18,8 @@ from tasks.errors import GateFailed
 from tasks.grid import Cell, expand_grid
 from tasks.paths import default_reports_dir
 from tasks.runs import new_run_dir, run_record
-from tasks.suite import load_suite
 from tasks.slots import SlotPool, cpu_count, detect_gpus, plan_slots
+from tasks.suite import load_suite
 
 
 # Threads only wait on training processes; the slot pool, not this number, caps how many cells train at once.

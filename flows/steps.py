@@ -21,10 +21,10 @@ from tasks.datasets import load_cache, load_dataset, save_cache
 from tasks.gate import GateResult, run_gate
 from tasks.grid import Cell
 from tasks.paths import cache_dir
-from tasks.stats_cache import cached_pixel_stats
 from tasks.report import render_report
 from tasks.runs import write_atomic, write_runs_index
 from tasks.slots import PoolClosed, SlotPool, WorkerCrashed
+from tasks.stats_cache import cached_pixel_stats
 from tasks.suite import load_suite
 from tasks.training import failed_record
 

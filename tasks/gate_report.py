@@ -17,7 +17,7 @@ from PIL import Image
 
 from tasks.checks import CRITICAL
 from tasks.datasets import Dataset
-from tasks.gate import CheckResult, GateResult
+from tasks.gate import MAX_NAMED, CheckResult, GateResult
 from tasks.pixel_stats import min_max, pixel_scale, value_range
 
 THUMBNAILS = 8  # offending images drawn per check
@@ -52,7 +52,8 @@ def _problem_html(check: CheckResult, drawer: _Drawer | None) -> str:
     shown = check.offending[:THUMBNAILS]
     figures = "".join(drawer.figure(path) if drawer else f"<li>{escape(path)}</li>" for path in shown)
     items = f"<div class=thumbs>{figures}</div>" if drawer else f"<ul>{figures}</ul>"
-    tail = f"<p class=muted>and {more} more (all in gate.json and the Data Docs)</p>" if more > 0 else ""
+    tail = (f"<p class=muted>and {more} more (the first {MAX_NAMED} in gate.json, all in the Data Docs)</p>"
+            if more > 0 else "")
     return (f"<div class='check {check.severity}-box'><h3>{escape(check.title)} <small class={check.severity}>"
             f"{check.severity}</small></h3><p><b>{escape(check.observed)}</b>. {escape(check.explain)}</p>"
             f"{items if shown else ''}{tail}</div>")
