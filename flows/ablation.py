@@ -16,7 +16,8 @@ from flows.steps import gate_step, load_dataset_step, report_step, train_cell_st
 from tasks.aggregate import training_times
 from tasks.errors import GateFailed
 from tasks.grid import Cell, expand_grid
-from tasks.paths import default_reports_dir
+from tasks.cell_cache import cell_key, keras_backend, load_cell, save_cell
+from tasks.paths import cache_dir, default_reports_dir
 from tasks.runs import new_run_dir, run_record
 from tasks.slots import SlotPool, cpu_count, detect_gpus, plan_slots
 from tasks.suite import load_suite
@@ -35,6 +36,8 @@ def ablation(
     image_size: tuple[int, int] | None = None,
     val_fraction: float = 0.2,
     suite: str | None = None,
+    store: Path | None = None,
+    fresh: bool = False,
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report."""
     started = time.perf_counter()
@@ -47,7 +50,7 @@ def ablation(
     run_dir = new_run_dir(reports, data["name"])
     run = run_record(run_dir, data, {"epochs": epochs, "seeds": seeds, "axes": axes or "all", "limit": limit,
                                      "gate": gate, "image_size": image_size, "val_fraction": val_fraction,
-                                     "suite": suite or "default"})
+                                     "suite": suite or "default", "fresh": fresh})
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()
@@ -60,7 +63,8 @@ def ablation(
         raise GateFailed(f"{run['error']} (report: {page})", page)
 
     # 3. Train every cell of the grid in the slot pool
-    records, training = train_grid(cells, data["cache_path"], run_dir)
+    cells_dir = cache_dir(Path(store) if store else reports) / "cells"
+    records, training, cached = train_grid(cells, data, run_dir, cells_dir, fresh)
     run["timings"] |= training
     run["status"] = "done"
 
@@ -70,31 +74,53 @@ def ablation(
     run["timings"] |= {"report": time.perf_counter() - report_started, "flow total": time.perf_counter() - started}
     failed = sum(record["status"] == "failed" for record in records)
     return {"run_dir": str(run_dir), "report": page, "status": run["status"], "timings": run["timings"],
-            "cells": len(records), "failed": failed}
+            "cells": len(records), "failed": failed, "cached": cached}
 
 
-def train_grid(cells: list[Cell], dataset_path: str, run_dir: Path) -> tuple[list[dict], dict]:
-    """Fan the cells out as concurrent tasks over a slot pool; log progress as they finish."""
+def train_grid(cells: list[Cell], data: dict, run_dir: Path, cells_dir: Path,
+               fresh: bool) -> tuple[list[dict], dict, int]:
+    """Reuse the cells finished before (unless ``fresh``), fan the rest out over a slot pool, log progress.
+
+    Every cell's record is appended to cells.jsonl and kept in ``cells_dir`` the moment it finishes, so a crash,
+    Ctrl-C or SIGTERM loses no finished cell and the same command trains only what is missing.
+    """
     logger = get_run_logger()
-    slots = plan_slots(len(cells), cpu_count(), detect_gpus())
-    logger.info("training %d cells on %d slot(s): %s", len(cells), len(slots),
-                ", ".join(sorted({s.device for s in slots})))
+    keys = {cell.key: cell_key(cell.to_dict(), data["fingerprint"], keras_backend()) for cell in cells}
+    done: dict[str, dict] = {}
+    if not fresh:
+        for cell in cells:
+            if (record := load_cell(cells_dir, keys[cell.key])) is not None:
+                done[cell.key] = record | cell.to_dict() | {"cached": True}  # names as this grid calls them
+    todo = [cell for cell in cells if cell.key not in done]
     started = time.perf_counter()
-    done = []
-    # Each finished cell is appended to cells.jsonl at once, so a crash or Ctrl-C loses no finished work.
-    with SlotPool(slots, run_dir / "logs") as pool, open(run_dir / "cells.jsonl", "a") as finished:
-        futures = [train_cell_step.submit(cell, dataset_path, pool) for cell in cells]
-        for future in as_completed(futures):
-            done.append(future.result())
-            finished.write(json.dumps(done[-1]) + "\n")
-            finished.flush()
-            logger.info(progress_line(done, len(cells), time.perf_counter() - started))
-    records = [future.result() for future in futures]  # in grid order
-    return records, training_times(records, len(slots), time.perf_counter() - started)
+    trained: list[dict] = []
+    slots = plan_slots(len(todo), cpu_count(), detect_gpus()) if todo else []
+    devices = f": {', '.join(sorted({s.device for s in slots}))}" if slots else ""
+    logger.info("%d of %d cells already trained (%s); training %d on %d slot(s)%s", len(done), len(cells),
+                cells_dir, len(todo), len(slots), devices)
+    with open(run_dir / "cells.jsonl", "a") as finished:
+        for record in done.values():
+            finished.write(json.dumps(record) + "\n")
+        finished.flush()
+        if todo:
+            with SlotPool(slots, run_dir / "logs") as pool:
+                futures = {train_cell_step.submit(cell, data["cache_path"], pool): cell for cell in todo}
+                for future in as_completed(futures):
+                    cell, record = futures[future], future.result() | {"cached": False}
+                    save_cell(cells_dir, keys[cell.key], record)
+                    finished.write(json.dumps(record) + "\n")
+                    finished.flush()
+                    done[cell.key] = record
+                    trained.append(record)
+                    elapsed = time.perf_counter() - started
+                    logger.info(progress_line(trained, len(todo), elapsed, len(cells) - len(todo)))
+    records = [done[cell.key] for cell in cells]  # in grid order
+    return records, training_times(trained, len(slots), time.perf_counter() - started), len(cells) - len(todo)
 
 
-def progress_line(records: list[dict], total: int, elapsed: float) -> str:
-    """"[12/27] depth: 1 block x16 seed 1 ok, best val acc 96.1% (4.2 s) | 2 failed | ~55 s left"."""
+def progress_line(records: list[dict], total: int, elapsed: float, cached: int = 0) -> str:
+    """"[12/27] depth: 1 block x16 seed 1 ok, best val acc 96.1% (4.2 s) | 2 failed | ~55 s left", counting the
+    cells this run trains (``cached`` more were reused)."""
     last, done = records[-1], len(records)
     failed = sum(r["status"] == "failed" for r in records)
     remaining = elapsed / done * (total - done)
@@ -102,7 +128,7 @@ def progress_line(records: list[dict], total: int, elapsed: float) -> str:
                else last["error"])
     return (f"[{done}/{total}] {last['axis']}: {last['variant']} seed {last['seed']} {last['status']}, {outcome} "
             f"({last['seconds']:.1f} s)" + (f" | {failed} failed" if failed else "")
-            + (f" | ~{remaining:.0f} s left" if done < total else ""))
+            + (f" | {cached} cached" if cached else "") + (f" | ~{remaining:.0f} s left" if done < total else ""))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,12 +18,13 @@ from tasks.errors import EXIT_BAD_INPUT, AblationError
 from tasks.grid import AXES
 from tasks.paths import default_reports_dir
 
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal's number, as shells report it
 MAX_IMAGE_SIDE = 4096  # an image classifier's input is far smaller; larger requests are typos (and gigabytes)
 EXIT_CODES = """exit codes:
   0  success (gate warnings allowed)
   1  the data-quality gate found critical problems (the report says which images)
   2  bad input or usage: missing or unreadable dataset, bad option, unwritable --out
-  130  interrupted (Ctrl-C)"""
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM): training processes stopped, finished cells kept"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"axes to ablate, space- or comma-separated (default: all of {', '.join(AXES)})")
     run.add_argument("--gate", choices=["fail", "warn"], default="fail",
                      help="on critical data problems: stop before training (fail, default) or train anyway (warn)")
+    run.add_argument("--store", type=Path, default=None, metavar="DIR",
+                     help="where finished training cells are kept for reuse (default: the --out folder's .cache)")
+    run.add_argument("--fresh", action="store_true",
+                     help="train every cell again instead of reusing cells finished by an earlier run")
     validate = commands.add_parser("validate", help="run the data-quality gate alone",
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     validate.add_argument("dataset", nargs="?", default="digits", help="'digits', a folder or an .npz file")
@@ -59,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
+    signal.signal(signal.SIGTERM, _terminate)  # `kill`, a scheduler's timeout: stop as cleanly as on Ctrl-C
     try:
         from tasks.datasets import resolve_source
         from tasks.suite import load_suite
@@ -79,15 +86,26 @@ def main(argv: list[str] | None = None) -> int:
         print("ablate: error: out of memory loading the dataset; use a smaller --image-size or --limit",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("ablate: interrupted; training processes stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print("ablate: interrupted; training processes stopped, finished cells kept", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     if summary.get("failed"):
         print(f"ablate: warning: {summary['failed']} of {summary['cells']} training runs failed; the report "
               "lists their reasons", file=sys.stderr)
+    if summary.get("cached"):
+        print(f"reused {summary['cached']} of {summary['cells']} training runs finished earlier (--fresh trains "
+              "them again)")
     print(f"\nreport: {summary['report']}")
     print(_time_split(summary["timings"], time.perf_counter() - started))
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so both stop the training processes and keep finished cells."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def _check_out(out: Path | None) -> None:
@@ -115,7 +133,8 @@ def _run(args: argparse.Namespace) -> dict:
     from flows.ablation import ablation
 
     axes = [axis for group in args.axes for axis in group] if args.axes else None
-    return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate)
+    return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate, store=args.store,
+                    fresh=args.fresh)
 
 
 def _start_prefect_while_importing_great_expectations() -> None:

@@ -17,7 +17,7 @@ import pandas as pd
 from tasks.grid import AXES, BASELINE_AXIS, baseline_value
 
 RESULT_COLUMNS = ["axis", "variant", "seed", "status", "best_val_accuracy", "final_val_accuracy",
-                  "final_train_accuracy", "epochs", "seconds", "slot", "error"]
+                  "final_train_accuracy", "epochs", "seconds", "slot", "cached", "error"]
 SCORED = ("ok", "diverged")  # a diverged run still measured an accuracy: evidence that the change hurts
 HELPS, HURTS, UNCLEAR, NO_CONFIDENCE = "helps", "hurts", "no clear difference", "one seed: no confidence"
 

@@ -162,7 +162,8 @@ def _curves_png(axis: str, summary: pd.DataFrame, curves: dict) -> str | None:
 def _runs_html(results: pd.DataFrame) -> str:
     rows = "".join(
         f"<tr><td>{escape(r['axis'])}</td><td>{escape(r['variant'])}</td><td class=num>{r['seed']}</td>"
-        f"<td>{escape(r['status'])}</td><td class=num>{_pct(r['best_val_accuracy'])}</td>"
+        f"<td>{escape(r['status'])}{' (cached)' if r.get('cached') is True else ''}</td>"
+        f"<td class=num>{_pct(r['best_val_accuracy'])}</td>"
         f"<td class=num>{_pct(r['final_val_accuracy'])}</td><td class=num>{_pct(r['final_train_accuracy'])}</td>"
         f"<td class=num>{r['epochs']}</td><td class=num>{r['seconds']:.1f}</td><td>{escape(str(r['error'] or ''))}</td></tr>"
         for r in results.fillna({"error": ""}).to_dict("records"))

@@ -31,6 +31,18 @@ def test_ablation_end_to_end_on_a_digits_slice(prefect_server, tmp_path):
     assert published_artifacts() >= {"ablation-results", "ablation-report", "data-quality-gate",
                                      "data-quality-gate-docs"}
 
+    # The same command again reuses every finished cell: no training process starts.
+    again = ablation(dataset="digits", epochs=1, seeds=2, limit=150, out=tmp_path)
+    again_dir = tmp_path / again["run_dir"].split("/")[-1]
+    assert again["cached"] == again["cells"] == len(results) and not (again_dir / "logs").exists()
+    reused = pd.read_csv(again_dir / "results.csv")
+    assert reused["cached"].all() and reused["best_val_accuracy"].tolist() == results["best_val_accuracy"].tolist()
+    assert "(cached)" in (again_dir / "index.html").read_text()
+    # --fresh trains again; another epoch count is another cell.
+    assert ablation(dataset="digits", epochs=1, seeds=1, limit=150, axes=["dropout"], out=tmp_path,
+                    fresh=True)["cached"] == 0
+    assert ablation(dataset="digits", epochs=2, seeds=1, limit=150, axes=["dropout"], out=tmp_path)["cached"] == 0
+
 
 def published_artifacts() -> set[str]:
     from prefect.client.orchestration import get_client

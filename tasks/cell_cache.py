@@ -1,0 +1,56 @@
+"""Finished training cells, kept by what they depend on, so a rerun trains only what is missing.
+
+A cell's key hashes the dataset's fingerprint, the cell's whole config (seed and epochs included), the Keras
+backend and the version of the training code (a hash of the modules that build and fit the model). Change any
+of these and the cell trains again; change none and its record is reused, in this run or any later one. Failed
+cells are not kept: a rerun tries them again. Records are small JSON files, written atomically the moment a cell
+finishes, so a crash or Ctrl-C loses no finished cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from tasks.runs import write_atomic
+
+_TRAINING_MODULES = ("training.py", "models.py", "grid.py")
+
+
+def _code_version() -> str:
+    digest = hashlib.sha256()
+    for name in _TRAINING_MODULES:
+        digest.update((Path(__file__).with_name(name)).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+CODE_VERSION = _code_version()
+
+
+def keras_backend() -> str:
+    """The Keras backend the training processes will use (KERAS_BACKEND, else Keras' default)."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def cell_key(cell: dict, fingerprint: str, backend: str) -> str:
+    """The cell's identity: what its result depends on, not what it is called on the report."""
+    config = {k: v for k, v in cell.items() if k not in ("axis", "variant")}
+    identity = {"dataset": fingerprint, "config": config, "backend": backend, "code": CODE_VERSION}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def load_cell(directory: Path, key: str) -> dict | None:
+    try:
+        return json.loads((directory / f"{key}.json").read_text())
+    except (OSError, ValueError):  # not there, or damaged: train it
+        return None
+
+
+def save_cell(directory: Path, key: str, record: dict) -> None:
+    """Keep a finished cell (failed ones are not kept, so a rerun tries them again)."""
+    if record.get("status") == "failed":
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(directory / f"{key}.json", json.dumps(record))
