@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -16,7 +17,7 @@ from flows.steps import gate_step, load_dataset_step, report_step, train_cell_st
 from tasks.aggregate import training_times
 from tasks.errors import GateFailed
 from tasks.grid import Cell, expand_grid
-from tasks.cell_cache import cell_key, keras_backend, load_cell, save_cell
+from tasks.cell_cache import cell_keys, export_models, load_cell, save_cell
 from tasks.paths import cache_dir, default_reports_dir
 from tasks.runs import new_run_dir, run_record
 from tasks.slots import SlotPool, cpu_count, detect_gpus, plan_slots
@@ -38,6 +39,8 @@ def ablation(
     suite: str | None = None,
     store: Path | None = None,
     fresh: bool = False,
+    keep_models: bool = False,
+    tensorboard: bool = False,
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report."""
     started = time.perf_counter()
@@ -50,7 +53,8 @@ def ablation(
     run_dir = new_run_dir(reports, data["name"])
     run = run_record(run_dir, data, {"epochs": epochs, "seeds": seeds, "axes": axes or "all", "limit": limit,
                                      "gate": gate, "image_size": image_size, "val_fraction": val_fraction,
-                                     "suite": suite or "default", "fresh": fresh})
+                                     "suite": suite or "default", "fresh": fresh,
+                                     "keep_models": keep_models, "tensorboard": tensorboard})
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()
@@ -64,7 +68,9 @@ def ablation(
 
     # 3. Train every cell of the grid in the slot pool
     cells_dir = cache_dir(Path(store) if store else reports) / "cells"
-    records, training, cached = train_grid(cells, data, run_dir, cells_dir, fresh)
+    keys = cell_keys(cells, data["fingerprint"])
+    records, training, cached = train_grid(cells, keys, data, run_dir, cells_dir, fresh, tensorboard)
+    export_models(records, keys, {cell.key: cell.slug for cell in cells}, cells_dir, run_dir / "models", keep_models)
     run["timings"] |= training
     run["status"] = "done"
 
@@ -77,15 +83,14 @@ def ablation(
             "cells": len(records), "failed": failed, "cached": cached}
 
 
-def train_grid(cells: list[Cell], data: dict, run_dir: Path, cells_dir: Path,
-               fresh: bool) -> tuple[list[dict], dict, int]:
+def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Path, cells_dir: Path, fresh: bool,
+               tensorboard: bool) -> tuple[list[dict], dict, int]:
     """Reuse the cells finished before (unless ``fresh``), fan the rest out over a slot pool, log progress.
 
     Every cell's record is appended to cells.jsonl and kept in ``cells_dir`` the moment it finishes, so a crash,
     Ctrl-C or SIGTERM loses no finished cell and the same command trains only what is missing.
     """
     logger = get_run_logger()
-    keys = {cell.key: cell_key(cell.to_dict(), data["fingerprint"], keras_backend()) for cell in cells}
     done: dict[str, dict] = {}
     if not fresh:
         for cell in cells:
@@ -98,13 +103,18 @@ def train_grid(cells: list[Cell], data: dict, run_dir: Path, cells_dir: Path,
     devices = f": {', '.join(sorted({s.device for s in slots}))}" if slots else ""
     logger.info("%d of %d cells already trained (%s); training %d on %d slot(s)%s", len(done), len(cells),
                 cells_dir, len(todo), len(slots), devices)
+    # The flow run's progress in Prefect's UI: percent of cells done, and the latest progress line.
+    progress = create_progress_artifact(100.0 * len(done) / len(cells), key="ablation-progress",
+                                        description=f"{len(done)} of {len(cells)} cells cached")
     with open(run_dir / "cells.jsonl", "a") as finished:
         for record in done.values():
             finished.write(json.dumps(record) + "\n")
         finished.flush()
         if todo:
             with SlotPool(slots, run_dir / "logs") as pool:
-                futures = {train_cell_step.submit(cell, data["cache_path"], pool): cell for cell in todo}
+                futures = {train_cell_step.submit(cell, data["cache_path"], pool, run_dir / "cells" / cell.slug,
+                                                  cells_dir / f"{keys[cell.key]}.keras", tensorboard): cell
+                           for cell in todo}
                 for future in as_completed(futures):
                     cell, record = futures[future], future.result() | {"cached": False}
                     save_cell(cells_dir, keys[cell.key], record)
@@ -112,8 +122,9 @@ def train_grid(cells: list[Cell], data: dict, run_dir: Path, cells_dir: Path,
                     finished.flush()
                     done[cell.key] = record
                     trained.append(record)
-                    elapsed = time.perf_counter() - started
-                    logger.info(progress_line(trained, len(todo), elapsed, len(cells) - len(todo)))
+                    line = progress_line(trained, len(todo), time.perf_counter() - started, len(cells) - len(todo))
+                    logger.info(line)
+                    update_progress_artifact(progress, 100.0 * len(done) / len(cells), description=line)
     records = [done[cell.key] for cell in cells]  # in grid order
     return records, training_times(trained, len(slots), time.perf_counter() - started), len(cells) - len(todo)
 

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where finished training cells are kept for reuse (default: the --out folder's .cache)")
     run.add_argument("--fresh", action="store_true",
                      help="train every cell again instead of reusing cells finished by an earlier run")
+    run.add_argument("--keep-models", action="store_true",
+                     help="copy every cell's best model (.keras) into the run folder, not only the best variant's")
+    run.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs for every trained cell")
     validate = commands.add_parser("validate", help="run the data-quality gate alone",
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     validate.add_argument("dataset", nargs="?", default="digits", help="'digits', a folder or an .npz file")
@@ -134,7 +137,7 @@ def _run(args: argparse.Namespace) -> dict:
 
     axes = [axis for group in args.axes for axis in group] if args.axes else None
     return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate, store=args.store,
-                    fresh=args.fresh)
+                    fresh=args.fresh, keep_models=args.keep_models, tensorboard=args.tensorboard)
 
 
 def _start_prefect_while_importing_great_expectations() -> None:

@@ -80,10 +80,12 @@ def _publish_gate(result: GateResult) -> None:
 
 @task(name="train cell", task_run_name="train {cell.axis}: {cell.variant} seed {cell.config.seed}",
       cache_policy=NO_CACHE)
-def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool) -> dict:
+def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool, out_dir: Path, model_path: Path,
+                    tensorboard: bool = False) -> dict:
     """Train one cell in the pool's training processes; a crash becomes a "failed" record, not an exception."""
     try:
-        record, slot = pool.run({"cell": cell.to_dict(), "dataset_path": dataset_path})
+        record, slot = pool.run({"cell": cell.to_dict(), "dataset_path": dataset_path, "out_dir": str(out_dir),
+                                 "model_path": str(model_path), "tensorboard": tensorboard})
         record["slot"] = slot.index
     except WorkerCrashed as exc:
         record = failed_record(cell.to_dict(), str(exc)) | {"slot": -1}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from tasks.runs import write_atomic
@@ -41,6 +42,11 @@ def cell_key(cell: dict, fingerprint: str, backend: str) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def cell_keys(cells: list, fingerprint: str) -> dict[str, str]:
+    """Each grid cell's cache key (by its grid key, e.g. "dropout/dropout 0.5/seed1"), for the current backend."""
+    return {cell.key: cell_key(cell.to_dict(), fingerprint, keras_backend()) for cell in cells}
+
+
 def load_cell(directory: Path, key: str) -> dict | None:
     try:
         return json.loads((directory / f"{key}.json").read_text())
@@ -54,3 +60,28 @@ def save_cell(directory: Path, key: str, record: dict) -> None:
         return
     directory.mkdir(parents=True, exist_ok=True)
     write_atomic(directory / f"{key}.json", json.dumps(record))
+
+
+def export_models(records: list[dict], keys: dict[str, str], slugs: dict[str, str], directory: Path,
+                  target: Path, keep_all: bool) -> list[Path]:
+    """Copy the kept cells' best models (``<key>.keras`` in ``directory``) into ``target`` under readable names.
+
+    Kept: every seed of the variant with the highest mean best validation accuracy, or every cell with
+    ``keep_all``. ``keys`` and ``slugs`` map a cell's grid key to its cache key and its file name.
+    """
+    scored = [r for r in records if r.get("status") in ("ok", "diverged")]
+    if not scored:
+        return []
+    means: dict[tuple, list[float]] = {}
+    for record in scored:
+        means.setdefault((record["axis"], record["variant"]), []).append(record["best_val_accuracy"])
+    best = max(means, key=lambda variant: sum(means[variant]) / len(means[variant]))
+    kept = [r for r in scored if keep_all or (r["axis"], r["variant"]) == best]
+    copied = []
+    for record in kept:
+        grid_key = f"{record['axis']}/{record['variant']}/seed{record['seed']}"
+        source = directory / f"{keys[grid_key]}.keras"
+        if source.exists():  # a cell trained before models were kept has none
+            target.mkdir(parents=True, exist_ok=True)
+            copied.append(Path(shutil.copyfile(source, target / f"{slugs[grid_key]}.keras")))
+    return copied

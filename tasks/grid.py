@@ -7,6 +7,7 @@ and shared by all axes rather than once per axis.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 
 NORMALISATIONS = ("raw", "scale", "standardise")  # 0-255 as loaded / divided by 255 / per-channel z-score
@@ -65,6 +66,11 @@ class Cell:
     @property
     def key(self) -> str:
         return f"{self.axis}/{self.variant}/seed{self.config.seed}"
+
+    @property
+    def slug(self) -> str:
+        """The key as a file name: "dropout-dropout-0.5-seed1"."""
+        return re.sub(r"[^A-Za-z0-9.]+", "-", f"{self.axis}-{self.variant}-seed{self.config.seed}").strip("-")
 
     def to_dict(self) -> dict:
         return {"axis": self.axis, "variant": self.variant, **asdict(self.config)}

@@ -11,6 +11,7 @@ import math
 import time
 import traceback
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 
@@ -50,11 +51,17 @@ def normalise(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.nd
     raise ValueError(f"unknown normalisation {mode!r}")
 
 
-def train_cell(cell: dict, dataset_path: str) -> dict:
-    """Fit the cell's model on the cached dataset and return its record. Errors become a "failed" record."""
+def train_cell(cell: dict, dataset_path: str, out_dir: str | None = None, model_path: str | None = None,
+               tensorboard: bool = False) -> dict:
+    """Fit the cell's model on the cached dataset and return its record. Errors become a "failed" record.
+
+    With ``out_dir``: the per-epoch history as ``history.csv`` there (Keras' CSVLogger) and, with
+    ``tensorboard``, TensorBoard logs in ``tensorboard/``. With ``model_path``: the model with its best weights
+    (highest validation accuracy) saved there as a .keras file, once, at the end.
+    """
     started = time.perf_counter()
     try:
-        record = _fit(cell, dataset_path)
+        record = _fit(cell, dataset_path, out_dir, model_path, tensorboard)
     except Exception as exc:
         tail = traceback.format_exc().strip().splitlines()[-3:]
         record = failed_record(cell, f"{type(exc).__name__}: {exc}", "\n".join(tail))
@@ -79,7 +86,7 @@ def failed_record(cell: dict, error: str, detail: str = "") -> dict:
             "history": {key: [] for key in HISTORY_KEYS}}
 
 
-def _fit(cell: dict, dataset_path: str) -> dict:
+def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | None, tensorboard: bool) -> dict:
     import keras
 
     from tasks.models import build_model
@@ -94,10 +101,20 @@ def _fit(cell: dict, dataset_path: str) -> dict:
     model = build_model(x_train.shape[1:], len(data.class_names), config)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    best = _best_weights_callback()
     callbacks = [keras.callbacks.TerminateOnNaN(),
-                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)]
+                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience), best]
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        callbacks.append(keras.callbacks.CSVLogger(str(Path(out_dir) / "history.csv")))
+        if tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(out_dir) / "tensorboard")))
     fit = model.fit(x_train, y_train, validation_data=(x_test, y_test), epochs=config.max_epochs,
                     batch_size=config.batch_size, callbacks=callbacks, verbose=0)
+    if model_path and best.weights is not None:
+        model.set_weights(best.weights)
+        Path(model_path).parent.mkdir(parents=True, exist_ok=True)
+        model.save(model_path)
     history = {key: [float(v) for v in fit.history.get(key, [])] for key in HISTORY_KEYS}
     diverged = any(math.isnan(v) for v in history["loss"])
     val = [v for v in history["val_accuracy"] if not math.isnan(v)]
@@ -112,6 +129,25 @@ def _fit(cell: dict, dataset_path: str) -> dict:
         "epochs": len(history["loss"]),
         "history": history,
     }
+
+
+def _best_weights_callback():
+    import keras
+
+    class BestWeights(keras.callbacks.Callback):
+        """Keeps a copy of the weights of the epoch with the highest validation accuracy (in memory: the model
+        is saved once at the end, not at every improvement, which would cost more than a small epoch)."""
+
+        def __init__(self):
+            super().__init__()
+            self.weights, self.best = None, -math.inf
+
+        def on_epoch_end(self, epoch, logs=None):
+            accuracy = (logs or {}).get("val_accuracy", math.nan)
+            if accuracy > self.best:  # False for NaN
+                self.best, self.weights = accuracy, self.model.get_weights()
+
+    return BestWeights()
 
 
 def _dataset(path: str):

@@ -19,3 +19,19 @@ def test_finished_cells_round_trip_and_failed_or_damaged_ones_do_not(tmp_path):
     (tmp_path / "c.json").write_text("{not json")
     assert load_cell(tmp_path, "a")["best_val_accuracy"] == 0.5
     assert load_cell(tmp_path, "b") is None and load_cell(tmp_path, "c") is None
+
+
+def test_models_of_the_best_variant_or_all_of_them_are_exported(tmp_path):
+    from tasks.cell_cache import export_models
+
+    records = [{"axis": "dropout", "variant": v, "seed": s, "status": "ok", "best_val_accuracy": acc}
+               for v, acc in (("low", 0.5), ("high", 0.9)) for s in (0, 1)]
+    records.append({"axis": "dropout", "variant": "broken", "seed": 0, "status": "failed", "best_val_accuracy": 1})
+    keys = {f"dropout/{r['variant']}/seed{r['seed']}": f"k{i}" for i, r in enumerate(records)}
+    slugs = {key: key.replace("/", "-") for key in keys}
+    for key in keys.values():
+        (tmp_path / f"{key}.keras").write_bytes(b"model")
+    best = export_models(records, keys, slugs, tmp_path, tmp_path / "best", keep_all=False)
+    assert sorted(p.name for p in best) == ["dropout-high-seed0.keras", "dropout-high-seed1.keras"]
+    every = export_models(records, keys, slugs, tmp_path, tmp_path / "all", keep_all=True)
+    assert len(every) == 4  # every scored cell; the failed one has no model worth keeping

@@ -28,8 +28,15 @@ def test_ablation_end_to_end_on_a_digits_slice(prefect_server, tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "done"
     assert "report" in summary["timings"] and summary["timings"]["training (inside processes, summed)"] > 0
     assert (tmp_path / "index.html").exists()  # the index of runs
+    assert len(list((run_dir / "cells").glob("*/history.csv"))) == len(results)  # Keras' CSVLogger, per cell
+    means = results[results["status"] == "ok"].groupby(["axis", "variant"])["best_val_accuracy"].mean()
+    slugs = {f"{c.slug}.keras": (c.axis, c.variant) for c in expand_grid(seeds=2, epochs=1)}
+    kept = {slugs[p.name] for p in (run_dir / "models").glob("*.keras")}
+    assert len(list((run_dir / "models").glob("*.keras"))) == 2  # both seeds of one variant: the best one
+    assert len(kept) == 1 and means[next(iter(kept))] == means.max()
     assert published_artifacts() >= {"ablation-results", "ablation-report", "data-quality-gate",
-                                     "data-quality-gate-docs"}
+                                     "data-quality-gate-docs", "ablation-progress"}
+    assert progress_of("ablation-progress") == 100.0
 
     # The same command again reuses every finished cell: no training process starts.
     again = ablation(dataset="digits", epochs=1, seeds=2, limit=150, out=tmp_path)
@@ -49,6 +56,20 @@ def published_artifacts() -> set[str]:
 
     with get_client(sync_client=True) as client:
         return {artifact.key for artifact in client.read_artifacts()}
+
+
+def progress_of(key: str) -> float:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_latest_artifacts(limit=1, artifact_filter=_key_filter(key))
+        return float(artifact.data)
+
+
+def _key_filter(key: str):
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    return ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key]))
 
 
 def mixed_scale_npz(tmp_path):

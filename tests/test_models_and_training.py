@@ -2,9 +2,10 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from tasks.datasets import load_dataset, save_cache
+from tasks.datasets import load_cache, load_dataset, save_cache
 from tasks.grid import BASELINE, expand_grid
 from tasks.models import build_model
 from tasks.training import normalise, train_cell
@@ -78,3 +79,19 @@ def test_nan_loss_is_recorded_as_diverged(tmp_path):
     path = str(save_cache(data, tmp_path))
     record = train_cell(expand_grid(["dropout"], seeds=1, epochs=3)[0].to_dict() | {"normalisation": "raw"}, path)
     assert record["status"] == "diverged" and "NaN" in record["error"] and record["epochs"] < 3
+
+
+def test_train_cell_writes_history_csv_tensorboard_logs_and_the_best_model(tiny_dataset, tmp_path):
+    import keras
+
+    cell = expand_grid(["dropout"], seeds=1, epochs=3)[0]
+    record = train_cell(cell.to_dict(), tiny_dataset, out_dir=str(tmp_path / "cell"),
+                        model_path=str(tmp_path / "best.keras"), tensorboard=True)
+    history = pd.read_csv(tmp_path / "cell" / "history.csv")
+    assert len(history) == record["epochs"] and np.allclose(history["val_accuracy"], record["history"]["val_accuracy"])
+    assert list((tmp_path / "cell" / "tensorboard").rglob("events.out.tfevents.*"))
+    model = keras.models.load_model(tmp_path / "best.keras")  # the weights of the best epoch, not the last
+    data = load_cache(tiny_dataset)
+    x_test = normalise(data.x_train, data.x_test, cell.config.normalisation)[1]
+    predicted = model.predict(x_test, verbose=0).argmax(axis=1)
+    assert np.isclose((predicted == data.y_test).mean(), record["best_val_accuracy"], atol=1e-6)
