@@ -41,6 +41,8 @@ def ablation(
     fresh: bool = False,
     keep_models: bool = False,
     tensorboard: bool = False,
+    cell_timeout: float | None = None,
+    retries: int = 1,
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report."""
     started = time.perf_counter()
@@ -54,7 +56,8 @@ def ablation(
     run = run_record(run_dir, data, {"epochs": epochs, "seeds": seeds, "axes": axes or "all", "limit": limit,
                                      "gate": gate, "image_size": image_size, "val_fraction": val_fraction,
                                      "suite": suite or "default", "fresh": fresh,
-                                     "keep_models": keep_models, "tensorboard": tensorboard})
+                                     "keep_models": keep_models, "tensorboard": tensorboard,
+                                     "cell_timeout": cell_timeout, "retries": retries})
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()
@@ -69,7 +72,8 @@ def ablation(
     # 3. Train every cell of the grid in the slot pool
     cells_dir = cache_dir(Path(store) if store else reports) / "cells"
     keys = cell_keys(cells, data["fingerprint"])
-    records, training, cached = train_grid(cells, keys, data, run_dir, cells_dir, fresh, tensorboard)
+    options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries}
+    records, training, cached = train_grid(cells, keys, data, run_dir, cells_dir, options)
     export_models(records, keys, {cell.key: cell.slug for cell in cells}, cells_dir, run_dir / "models", keep_models)
     run["timings"] |= training
     run["status"] = "done"
@@ -83,16 +87,17 @@ def ablation(
             "cells": len(records), "failed": failed, "cached": cached}
 
 
-def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Path, cells_dir: Path, fresh: bool,
-               tensorboard: bool) -> tuple[list[dict], dict, int]:
+def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Path, cells_dir: Path,
+               options: dict) -> tuple[list[dict], dict, int]:
     """Reuse the cells finished before (unless ``fresh``), fan the rest out over a slot pool, log progress.
 
     Every cell's record is appended to cells.jsonl and kept in ``cells_dir`` the moment it finishes, so a crash,
-    Ctrl-C or SIGTERM loses no finished cell and the same command trains only what is missing.
+    Ctrl-C or SIGTERM loses no finished cell and the same command trains only what is missing. ``options``:
+    fresh, tensorboard, cell_timeout, retries.
     """
     logger = get_run_logger()
     done: dict[str, dict] = {}
-    if not fresh:
+    if not options["fresh"]:
         for cell in cells:
             if (record := load_cell(cells_dir, keys[cell.key])) is not None:
                 done[cell.key] = record | cell.to_dict() | {"cached": True}  # names as this grid calls them
@@ -113,7 +118,8 @@ def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Pat
         if todo:
             with SlotPool(slots, run_dir / "logs") as pool:
                 futures = {train_cell_step.submit(cell, data["cache_path"], pool, run_dir / "cells" / cell.slug,
-                                                  cells_dir / f"{keys[cell.key]}.keras", tensorboard): cell
+                                                  cells_dir / f"{keys[cell.key]}.keras", options["tensorboard"],
+                                                  options["cell_timeout"], options["retries"]): cell
                            for cell in todo}
                 for future in as_completed(futures):
                     cell, record = futures[future], future.result() | {"cached": False}

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-models", action="store_true",
                      help="copy every cell's best model (.keras) into the run folder, not only the best variant's")
     run.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs for every trained cell")
+    run.add_argument("--cell-timeout", type=_seconds, default=None, metavar="SECONDS",
+                     help="stop a cell that trains longer than this (its process is replaced); default: no limit")
+    run.add_argument("--retries", type=_count, default=1,
+                     help="retries for a cell whose training process crashed (killed, out of memory); default: 1")
     validate = commands.add_parser("validate", help="run the data-quality gate alone",
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     validate.add_argument("dataset", nargs="?", default="digits", help="'digits', a folder or an .npz file")
@@ -137,7 +141,8 @@ def _run(args: argparse.Namespace) -> dict:
 
     axes = [axis for group in args.axes for axis in group] if args.axes else None
     return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate, store=args.store,
-                    fresh=args.fresh, keep_models=args.keep_models, tensorboard=args.tensorboard)
+                    fresh=args.fresh, keep_models=args.keep_models, tensorboard=args.tensorboard,
+                    cell_timeout=args.cell_timeout, retries=args.retries)
 
 
 def _start_prefect_while_importing_great_expectations() -> None:
@@ -216,6 +221,26 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
     return value
 
 

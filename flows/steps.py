@@ -23,7 +23,7 @@ from tasks.grid import Cell
 from tasks.paths import cache_dir
 from tasks.report import render_report
 from tasks.runs import write_atomic, write_runs_index
-from tasks.slots import PoolClosed, SlotPool, WorkerCrashed
+from tasks.slots import CellTimedOut, PoolClosed, SlotPool, WorkerCrashed
 from tasks.stats_cache import cached_pixel_stats
 from tasks.suite import load_suite
 from tasks.training import failed_record
@@ -81,16 +81,26 @@ def _publish_gate(result: GateResult) -> None:
 @task(name="train cell", task_run_name="train {cell.axis}: {cell.variant} seed {cell.config.seed}",
       cache_policy=NO_CACHE)
 def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool, out_dir: Path, model_path: Path,
-                    tensorboard: bool = False) -> dict:
-    """Train one cell in the pool's training processes; a crash becomes a "failed" record, not an exception."""
-    try:
-        record, slot = pool.run({"cell": cell.to_dict(), "dataset_path": dataset_path, "out_dir": str(out_dir),
-                                 "model_path": str(model_path), "tensorboard": tensorboard})
-        record["slot"] = slot.index
-    except WorkerCrashed as exc:
-        record = failed_record(cell.to_dict(), str(exc)) | {"slot": -1}
-        if isinstance(exc, PoolClosed):  # interrupted: not this cell's fault, no log line per queued cell
-            return record
+                    tensorboard: bool = False, timeout: float | None = None, retries: int = 1) -> dict:
+    """Train one cell in the pool's training processes; a crash becomes a "failed" record, not an exception.
+
+    A crashed process (killed, out of memory) is retried up to ``retries`` times on a fresh process; a time-out
+    or a Python error is not (it would only happen again).
+    """
+    payload = {"cell": cell.to_dict(), "dataset_path": dataset_path, "out_dir": str(out_dir),
+               "model_path": str(model_path), "tensorboard": tensorboard}
+    for attempt in range(retries + 1):
+        try:
+            record, slot = pool.run(payload, timeout)
+            record["slot"] = slot.index
+            break
+        except PoolClosed as exc:  # interrupted: not this cell's fault, no log line per queued cell
+            return failed_record(cell.to_dict(), str(exc)) | {"slot": -1}
+        except WorkerCrashed as exc:
+            record = failed_record(cell.to_dict(), str(exc), exc.log_tail) | {"slot": -1}
+            if isinstance(exc, CellTimedOut) or attempt == retries:
+                break
+            get_run_logger().warning("%s: %s; retrying (%d of %d)", cell.key, exc, attempt + 1, retries)
     if record["status"] == "failed":
         get_run_logger().error("%s failed: %s %s", cell.key, record["error"], record["error_detail"])
     return record

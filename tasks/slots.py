@@ -14,14 +14,26 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PER_GPU = 8  # one H100 ran 8 Keras processes of this CNN each about as fast as one alone (host-bound)
 
 
+READY = "ready"  # a training process's first message: its imports are done, time it from here
+
+
 class WorkerCrashed(RuntimeError):
-    """The training process died while working on a cell."""
+    """The training process died while working on a cell; ``log_tail`` holds the last lines of its log."""
+
+    def __init__(self, message: str, log_tail: str = ""):
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class CellTimedOut(WorkerCrashed):
+    """The cell ran past its time limit; its training process was killed (and replaced)."""
 
 
 class PoolClosed(WorkerCrashed):
@@ -86,6 +98,7 @@ class SlotPool:
         self._workers: dict[int, tuple] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._ready: set[int] = set()
         for slot in slots:
             self._start(slot)  # start all now: their imports overlap with each other and the first cells
             self._free.put(slot)
@@ -98,8 +111,12 @@ class SlotPool:
     def log_path(self, slot: SlotSpec) -> Path:
         return self._log_dir / f"slot-{slot.index}.log"
 
-    def run(self, payload: dict) -> tuple[dict, SlotSpec]:
-        """Train one cell on the next free slot; returns its record and the slot it ran on."""
+    def run(self, payload: dict, timeout: float | None = None) -> tuple[dict, SlotSpec]:
+        """Train one cell on the next free slot; returns its record and the slot it ran on.
+
+        ``timeout`` counts from when the process is ready (its Keras import done), so a slot's first cell is
+        not charged for start-up. Past it, the process is killed and replaced: CellTimedOut.
+        """
         slot = self._free.get()
         try:
             with self._lock:
@@ -109,18 +126,45 @@ class SlotPool:
             if not process.is_alive():
                 process, conn = self._start(slot)
             try:
+                if slot.index not in self._ready:
+                    self._wait(process, conn)
+                    if conn.recv() != READY:
+                        raise EOFError
+                    self._ready.add(slot.index)
                 conn.send(payload)
-                while not conn.poll(0.5) and process.is_alive():
-                    pass
+                if not self._wait(process, conn, timeout):
+                    process.kill()
+                    process.join()
+                    tail = self._tail(slot)  # before the new process writes its first line
+                    self._start(slot)
+                    raise CellTimedOut(f"timed out after {timeout:g} s (--cell-timeout); its training process "
+                                       "was stopped", tail)
                 return conn.recv(), slot  # EOFError when the process died: its end of the pipe is closed
             except (EOFError, OSError):
                 process.join(5)
                 if self._closed:
                     raise PoolClosed() from None
+                tail = self._tail(slot)
                 self._start(slot)
-                raise WorkerCrashed(_death_reason(process.exitcode)) from None
+                raise WorkerCrashed(_death_reason(process.exitcode), tail) from None
         finally:
             self._free.put(slot)
+
+    @staticmethod
+    def _wait(process, conn, timeout: float | None = None) -> bool:
+        """Wait for a message or the process's death; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not conn.poll(0.5) and process.is_alive():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+        return True
+
+    def _tail(self, slot: SlotSpec, lines: int = 5) -> str:
+        """The last lines of a slot's log: what the process said before it died."""
+        try:
+            return "\n".join(self.log_path(slot).read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return ""
 
     def close(self, wait: float = 10.0) -> None:
         """Ask every process to finish, and kill any still running after ``wait`` seconds: no orphans."""
@@ -156,6 +200,7 @@ class SlotPool:
         child.close()
         with self._lock:
             self._workers[slot.index] = (process, parent)
+            self._ready.discard(slot.index)  # a new process announces itself once its imports are done
         return process, parent
 
 
@@ -177,6 +222,7 @@ def _worker_main(conn, slot: SlotSpec, log_path: str) -> None:
     from tasks import training
 
     training.init_process(slot.threads)
+    conn.send(READY)
     while True:
         try:
             payload = conn.recv()
@@ -184,4 +230,6 @@ def _worker_main(conn, slot: SlotSpec, log_path: str) -> None:
             return
         if payload is None:
             return
+        cell = payload["cell"]
+        print(f"cell {cell['axis']}/{cell['variant']}/seed{cell['seed']}: started", flush=True)  # who died, if it does
         conn.send(training.train_cell(**payload))

@@ -1,6 +1,7 @@
 """End-to-end flow runs on a real Prefect server (the session's test harness), training for real on tiny slices."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -106,3 +107,36 @@ def test_data_quality_gate_flow_alone(prefect_server, tmp_path):
     assert summary["status"] == "pass"
     gate = json.loads(open(f"{summary['run_dir']}/gate.json").read())
     assert gate["images"] == 100 and all(check["success"] for check in gate["checks"])
+
+
+def test_a_crashed_cell_is_retried_once_and_a_timed_out_one_is_not(prefect_server, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    from prefect import flow
+
+    from flows.steps import train_cell_step
+    from tasks.datasets import load_dataset, save_cache
+    from tasks.slots import SlotPool, SlotSpec
+
+    dataset = str(save_cache(load_dataset("digits", limit=40), tmp_path / "cache"))
+    (cell,) = [c for c in expand_grid(["dropout"], seeds=1, epochs=10_000) if c.axis == "baseline"]
+    cell = replace(cell, config=replace(cell.config, patience=10_000))  # trains until stopped
+    log = tmp_path / "logs" / "slot-0.log"
+
+    def kill_on_first_start(pool):
+        while "started" not in (log.read_text() if log.exists() else ""):
+            time.sleep(0.2)
+        os.kill(pool.pids()[0], signal.SIGKILL)
+
+    @flow
+    def one_cell():
+        with SlotPool([SlotSpec(0, "cpu", 1)], tmp_path / "logs") as pool:
+            threading.Thread(target=kill_on_first_start, args=(pool,), daemon=True).start()
+            return train_cell_step(cell, dataset, pool, tmp_path / "cell", tmp_path / "m.keras", timeout=4, retries=1)
+
+    record = one_cell()
+    assert record["status"] == "failed" and "timed out after 4 s" in record["error"]
+    assert log.read_text().count(": started") == 2  # killed once, retried once, then stopped by the time limit

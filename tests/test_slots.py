@@ -3,10 +3,11 @@ import signal
 import threading
 import time
 
+import pytest
 
 from tasks.datasets import load_dataset, save_cache
 from tasks.grid import expand_grid
-from tasks.slots import SlotPool, SlotSpec, WorkerCrashed, detect_gpus, plan_slots
+from tasks.slots import CellTimedOut, SlotPool, SlotSpec, WorkerCrashed, detect_gpus, plan_slots
 
 
 def test_cpu_plan_is_one_slot_per_core_with_threads_shared():
@@ -55,3 +56,21 @@ def test_a_killed_training_process_costs_one_cell_and_is_replaced(tmp_path):
         record, slot = pool.run({"cell": short, "dataset_path": dataset})
         assert record["status"] == "ok" and slot.index == 0 and pool.pids()[0] != first_pid
     assert (tmp_path / "logs" / "slot-0.log").exists()
+
+
+def test_a_cell_past_its_timeout_is_stopped_and_its_process_replaced(tmp_path):
+    dataset = str(save_cache(load_dataset("digits", limit=40), tmp_path / "cache"))
+    short, long = (expand_grid(["dropout"], seeds=1, epochs=e)[0].to_dict() for e in (1, 10_000))
+    long["patience"] = 10_000
+    with SlotPool([SlotSpec(0, "cpu", 1)], tmp_path / "logs") as pool:
+        first_pid = pool.pids()[0]
+        started = time.monotonic()
+        with pytest.raises(CellTimedOut, match="timed out after 3 s") as timed_out:
+            pool.run({"cell": long, "dataset_path": dataset}, timeout=3)
+        # The limit counts from the end of the process's start-up, so the whole wait is start-up + 3 s.
+        assert 3 <= time.monotonic() - started < 30
+        tail = timed_out.value.log_tail  # the log's last lines come with it
+        assert tail and tail.splitlines()[-1] in (tmp_path / "logs" / "slot-0.log").read_text()
+        assert not os.path.exists(f"/proc/{first_pid}") or open(f"/proc/{first_pid}/stat").read().split()[2] == "Z"
+        record, _ = pool.run({"cell": short, "dataset_path": dataset}, timeout=120)
+        assert record["status"] == "ok" and pool.pids()[0] != first_pid
