@@ -20,7 +20,8 @@ from tasks.grid import Cell, expand_grid
 from tasks.cell_cache import cell_keys, export_models, load_cell, save_cell
 from tasks.paths import cache_dir, default_reports_dir
 from tasks.runs import new_run_dir, run_record
-from tasks.slots import SlotPool, cpu_count, detect_gpus, plan_slots
+from tasks.slots import (DEFAULT_PER_GPU, SlotPool, check_backend, cpu_count, detect_gpus, gpu_memory_mib,
+                         plan_slots)
 from tasks.suite import load_suite
 
 
@@ -43,10 +44,13 @@ def ablation(
     tensorboard: bool = False,
     cell_timeout: float | None = None,
     retries: int = 1,
+    backend: Literal["tensorflow", "jax", "torch"] = "tensorflow",
+    per_gpu: int = DEFAULT_PER_GPU,
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report."""
     started = time.perf_counter()
-    load_suite(suite)  # a bad suite file fails the run before any work
+    load_suite(suite)  # a bad suite file or a missing backend fails the run before any work
+    check_backend(backend)
     cells = expand_grid(axes, seeds, epochs)
     reports = Path(out) if out else default_reports_dir()
 
@@ -57,7 +61,8 @@ def ablation(
                                      "gate": gate, "image_size": image_size, "val_fraction": val_fraction,
                                      "suite": suite or "default", "fresh": fresh,
                                      "keep_models": keep_models, "tensorboard": tensorboard,
-                                     "cell_timeout": cell_timeout, "retries": retries})
+                                     "cell_timeout": cell_timeout, "retries": retries, "backend": backend,
+                                     "per_gpu": per_gpu})
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()
@@ -71,8 +76,9 @@ def ablation(
 
     # 3. Train every cell of the grid in the slot pool
     cells_dir = cache_dir(Path(store) if store else reports) / "cells"
-    keys = cell_keys(cells, data["fingerprint"])
-    options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries}
+    keys = cell_keys(cells, data["fingerprint"], backend)
+    options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries,
+               "backend": backend, "per_gpu": per_gpu}
     records, training, cached = train_grid(cells, keys, data, run_dir, cells_dir, options)
     export_models(records, keys, {cell.key: cell.slug for cell in cells}, cells_dir, run_dir / "models", keep_models)
     run["timings"] |= training
@@ -93,7 +99,7 @@ def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Pat
 
     Every cell's record is appended to cells.jsonl and kept in ``cells_dir`` the moment it finishes, so a crash,
     Ctrl-C or SIGTERM loses no finished cell and the same command trains only what is missing. ``options``:
-    fresh, tensorboard, cell_timeout, retries.
+    fresh, tensorboard, cell_timeout, retries, backend, per_gpu.
     """
     logger = get_run_logger()
     done: dict[str, dict] = {}
@@ -104,7 +110,8 @@ def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Pat
     todo = [cell for cell in cells if cell.key not in done]
     started = time.perf_counter()
     trained: list[dict] = []
-    slots = plan_slots(len(todo), cpu_count(), detect_gpus()) if todo else []
+    slots = (plan_slots(len(todo), cpu_count(), detect_gpus(), options["per_gpu"], gpu_memory_mib(),
+                        options["backend"]) if todo else [])
     devices = f": {', '.join(sorted({s.device for s in slots}))}" if slots else ""
     logger.info("%d of %d cells already trained (%s); training %d on %d slot(s)%s", len(done), len(cells),
                 cells_dir, len(todo), len(slots), devices)

@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop a cell that trains longer than this (its process is replaced); default: no limit")
     run.add_argument("--retries", type=_count, default=1,
                      help="retries for a cell whose training process crashed (killed, out of memory); default: 1")
+    run.add_argument("--backend", choices=["tensorflow", "jax", "torch"], default="tensorflow",
+                     help="Keras 3 backend of the training processes (default: tensorflow)")
+    run.add_argument("--per-gpu", type=_positive, default=8, metavar="N",
+                     help="training processes per GPU (default: 8, fewer on a GPU with under 2 GiB per process)")
     validate = commands.add_parser("validate", help="run the data-quality gate alone",
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     validate.add_argument("dataset", nargs="?", default="digits", help="'digits', a folder or an .npz file")
@@ -81,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         resolve_source(args.dataset)
         load_suite(args.suite)
         _check_out(args.out)
+        if args.command == "run":
+            from tasks.slots import check_backend
+
+            check_backend(args.backend)
         with _one_line_errors():
             summary = _run(args)
     except AblationError as exc:
@@ -142,7 +150,8 @@ def _run(args: argparse.Namespace) -> dict:
     axes = [axis for group in args.axes for axis in group] if args.axes else None
     return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate, store=args.store,
                     fresh=args.fresh, keep_models=args.keep_models, tensorboard=args.tensorboard,
-                    cell_timeout=args.cell_timeout, retries=args.retries)
+                    cell_timeout=args.cell_timeout, retries=args.retries, backend=args.backend,
+                    per_gpu=args.per_gpu)
 
 
 def _start_prefect_while_importing_great_expectations() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -30,11 +29,6 @@ def _code_version() -> str:
 CODE_VERSION = _code_version()
 
 
-def keras_backend() -> str:
-    """The Keras backend the training processes will use (KERAS_BACKEND, else Keras' default)."""
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
-
-
 def cell_key(cell: dict, fingerprint: str, backend: str) -> str:
     """The cell's identity: what its result depends on, not what it is called on the report."""
     config = {k: v for k, v in cell.items() if k not in ("axis", "variant")}
@@ -42,9 +36,9 @@ def cell_key(cell: dict, fingerprint: str, backend: str) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def cell_keys(cells: list, fingerprint: str) -> dict[str, str]:
-    """Each grid cell's cache key (by its grid key, e.g. "dropout/dropout 0.5/seed1"), for the current backend."""
-    return {cell.key: cell_key(cell.to_dict(), fingerprint, keras_backend()) for cell in cells}
+def cell_keys(cells: list, fingerprint: str, backend: str) -> dict[str, str]:
+    """Each grid cell's cache key, by its grid key (e.g. "dropout/dropout 0.5/seed1")."""
+    return {cell.key: cell_key(cell.to_dict(), fingerprint, backend) for cell in cells}
 
 
 def load_cell(directory: Path, key: str) -> dict | None:

@@ -8,6 +8,7 @@ caller as `WorkerCrashed` and replaced before the slot is used again.
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import queue
@@ -18,7 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.errors import AblationError
+
 DEFAULT_PER_GPU = 8  # one H100 ran 8 Keras processes of this CNN each about as fast as one alone (host-bound)
+MIB_PER_SLOT = 2048  # GPU memory per training process: its CUDA context (~0.5 GB) plus a small CNN's working set
+BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # Keras 3 backends
+
+
+class BackendError(AblationError):
+    """The chosen Keras backend is unknown or not installed (exit code 2)."""
 
 
 READY = "ready"  # a training process's first message: its imports are done, time it from here
@@ -48,6 +57,7 @@ class SlotSpec:
     index: int
     device: str  # "cpu" or "gpu:<id>"
     threads: int  # framework intra-op threads, so slots do not fight over cores
+    backend: str = "tensorflow"  # the Keras backend the process imports
 
     def env(self) -> dict[str, str]:
         """Environment the slot's process starts with, set before the framework is imported."""
@@ -57,15 +67,48 @@ class SlotSpec:
             "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # Keras on JAX: share the GPU between slots
             "OMP_NUM_THREADS": str(self.threads),
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            "KERAS_BACKEND": self.backend,
         }
 
 
-def plan_slots(cells: int, cpus: int, gpus: list[str], per_gpu: int = DEFAULT_PER_GPU) -> list[SlotSpec]:
-    """Several slots per GPU where there are GPUs, else one per CPU core; never more slots than cells."""
-    devices = [f"gpu:{g}" for g in gpus for _ in range(per_gpu)] if gpus else ["cpu"] * cpus
+def plan_slots(cells: int, cpus: int, gpus: list[str], per_gpu: int = DEFAULT_PER_GPU,
+               gpu_memory_mib: dict[str, int] | None = None, backend: str = "tensorflow") -> list[SlotSpec]:
+    """Several slots per GPU where there are GPUs, else one per CPU core; never more slots than cells.
+
+    A GPU gets ``per_gpu`` slots, fewer when its memory (``gpu_memory_mib``) holds fewer processes of
+    MIB_PER_SLOT each: 8 on an 80 GB card, 4 on an 8 GB one.
+    """
+    memory = gpu_memory_mib or {}
+    devices = [f"gpu:{g}" for g in gpus for _ in range(_fitting(per_gpu, memory.get(g)))] if gpus else ["cpu"] * cpus
     devices = devices[:max(1, cells)]
     threads = max(1, cpus // len(devices))
-    return [SlotSpec(i, device, threads) for i, device in enumerate(devices)]
+    return [SlotSpec(i, device, threads, backend) for i, device in enumerate(devices)]
+
+
+def _fitting(per_gpu: int, memory_mib: int | None) -> int:
+    return per_gpu if memory_mib is None else max(1, min(per_gpu, memory_mib // MIB_PER_SLOT))
+
+
+def gpu_memory_mib() -> dict[str, int]:
+    """Total memory per GPU id, from nvidia-smi (empty when there is none)."""
+    if not shutil.which("nvidia-smi"):
+        return {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    rows = [line.split(",") for line in out.splitlines() if line.count(",") == 1]
+    return {index.strip(): int(float(total)) for index, total in rows if total.strip().replace(".", "").isdigit()}
+
+
+def check_backend(backend: str) -> None:
+    """Fail at once, with the fix, when the chosen Keras backend is unknown or not installed."""
+    if backend not in BACKEND_MODULES:
+        raise BackendError(f"unknown --backend {backend!r}; choose from {', '.join(BACKEND_MODULES)}")
+    if importlib.util.find_spec(BACKEND_MODULES[backend]) is None:
+        raise BackendError(f"--backend {backend}: {BACKEND_MODULES[backend]} is not installed in this environment "
+                           f"(pip install {BACKEND_MODULES[backend]})")
 
 
 def detect_gpus() -> list[str]:

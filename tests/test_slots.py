@@ -7,7 +7,8 @@ import pytest
 
 from tasks.datasets import load_dataset, save_cache
 from tasks.grid import expand_grid
-from tasks.slots import CellTimedOut, SlotPool, SlotSpec, WorkerCrashed, detect_gpus, plan_slots
+from tasks.slots import (BackendError, CellTimedOut, SlotPool, SlotSpec, WorkerCrashed, check_backend, detect_gpus,
+                         plan_slots)
 
 
 def test_cpu_plan_is_one_slot_per_core_with_threads_shared():
@@ -74,3 +75,22 @@ def test_a_cell_past_its_timeout_is_stopped_and_its_process_replaced(tmp_path):
         assert not os.path.exists(f"/proc/{first_pid}") or open(f"/proc/{first_pid}/stat").read().split()[2] == "Z"
         record, _ = pool.run({"cell": short, "dataset_path": dataset}, timeout=120)
         assert record["status"] == "ok" and pool.pids()[0] != first_pid
+
+
+def test_fewer_slots_on_a_gpu_with_little_memory_and_the_backend_in_every_process():
+    slots = plan_slots(cells=100, cpus=16, gpus=["0", "1"], per_gpu=8, gpu_memory_mib={"0": 81559, "1": 8192},
+                       backend="jax")
+    assert [s.device for s in slots].count("gpu:0") == 8 and [s.device for s in slots].count("gpu:1") == 4
+    assert {s.env()["KERAS_BACKEND"] for s in slots} == {"jax"}
+
+
+def test_a_missing_or_unknown_backend_is_a_clear_error(monkeypatch):
+    from tasks import slots
+
+    check_backend("tensorflow")
+    with pytest.raises(BackendError, match="choose from tensorflow, jax, torch"):
+        check_backend("theano")
+    monkeypatch.setitem(slots.BACKEND_MODULES, "jax", "no_such_module_for_this_test")
+    with pytest.raises(BackendError, match="no_such_module_for_this_test is not installed") as error:
+        check_backend("jax")
+    assert error.value.exit_code == 2
