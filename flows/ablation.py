@@ -135,24 +135,31 @@ def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Pat
                     finished.flush()
                     done[cell.key] = record
                     trained.append(record)
-                    line = progress_line(trained, len(todo), time.perf_counter() - started, len(cells) - len(todo))
+                    line = progress_line(trained, len(todo), time.perf_counter() - started,
+                                         len(cells) - len(todo), len(slots))
                     logger.info(line)
                     update_progress_artifact(progress, 100.0 * len(done) / len(cells), description=line)
     records = [done[cell.key] for cell in cells]  # in grid order
     return records, training_times(trained, len(slots), time.perf_counter() - started), len(cells) - len(todo)
 
 
-def progress_line(records: list[dict], total: int, elapsed: float, cached: int = 0) -> str:
-    """"[12/27] depth: 1 block x16 seed 1 ok, best val acc 96.1% (4.2 s) | 2 failed | ~55 s left", counting the
-    cells this run trains (``cached`` more were reused)."""
+def progress_line(records: list[dict], total: int, elapsed: float, cached: int = 0, slots: int = 1) -> str:
+    """One line per finished cell, counting the cells this run trains (``cached`` more were reused):
+    "[12/27] depth: 1 block x16 seed 1 ok, best val acc 96.1% (4.2 s) | 2 running | 2 failed | 3 cached |
+    48 s elapsed, ~55 s left"."""
     last, done = records[-1], len(records)
     failed = sum(r["status"] == "failed" for r in records)
+    running = min(slots, total - done)
     remaining = elapsed / done * (total - done)
     outcome = (f"best val acc {last['best_val_accuracy'] * 100:.1f}%" if last["status"] != "failed"
                else last["error"])
-    return (f"[{done}/{total}] {last['axis']}: {last['variant']} seed {last['seed']} {last['status']}, {outcome} "
-            f"({last['seconds']:.1f} s)" + (f" | {failed} failed" if failed else "")
-            + (f" | {cached} cached" if cached else "") + (f" | ~{remaining:.0f} s left" if done < total else ""))
+    parts = [f"[{done}/{total}] {last['axis']}: {last['variant']} seed {last['seed']} {last['status']}, {outcome} "
+             f"({last['seconds']:.1f} s)"]
+    parts += [f"{running} running"] if running else []
+    parts += [f"{failed} failed"] if failed else []
+    parts += [f"{cached} cached"] if cached else []
+    parts.append(f"{elapsed:.0f} s elapsed" + (f", ~{remaining:.0f} s left" if done < total else ""))
+    return " | ".join(parts)
 
 
 if __name__ == "__main__":

@@ -140,3 +140,15 @@ def test_a_crashed_cell_is_retried_once_and_a_timed_out_one_is_not(prefect_serve
     record = one_cell()
     assert record["status"] == "failed" and "timed out after 4 s" in record["error"]
     assert log.read_text().count(": started") == 2  # killed once, retried once, then stopped by the time limit
+
+
+def test_progress_line_counts_done_running_failed_cached_and_time():
+    from flows.ablation import progress_line
+
+    ok = {"axis": "depth", "variant": "1 block x16", "seed": 1, "status": "ok", "best_val_accuracy": 0.961,
+          "seconds": 4.2}
+    failed = ok | {"status": "failed", "error": "timed out after 5 s"}
+    line = progress_line([ok, failed, ok], total=10, elapsed=30.0, cached=3, slots=2)
+    assert line == ("[3/10] depth: 1 block x16 seed 1 ok, best val acc 96.1% (4.2 s) | 2 running | 1 failed | "
+                    "3 cached | 30 s elapsed, ~70 s left")
+    assert progress_line([ok], total=1, elapsed=4.0).endswith("| 4 s elapsed")
