@@ -119,10 +119,8 @@ def read_folder_split(root: Path, files: list[ImageFile], splits: list[str],
     headers = [_header(f.path) if f.size else "empty file (0 bytes)" for f in files]
     failed = [(f.split, f.label, _relative(root, f.path), h) for f, h in zip(files, headers) if isinstance(h, str)]
     ok = [i for i, h in enumerate(headers) if not isinstance(h, str)]
-    for split in splits:
-        if not any(files[i].split == split for i in ok):
-            raise DatasetError(f"no readable images in the {split} split of {root} "
-                               f"(expected {split}/<class>/*.png or .jpg; {len(failed)} unreadable)")
+    if not ok:
+        raise DatasetError(f"no readable images in {root} ({len(failed)} unreadable)")
     size = image_size or Counter(headers[i][:2] for i in ok).most_common(1)[0][0]
     mode = "L" if all(headers[i][3] in GRAY_MODES for i in ok) else "RGB"
     pixels = allocate((len(ok), *size, 1 if mode == "L" else 3), np.uint8)
@@ -140,7 +138,7 @@ def read_folder_split(root: Path, files: list[ImageFile], splits: list[str],
     shapes = np.array([headers[i][:3] for i in keep], dtype=np.int64).reshape(-1, 3)
     result = {s: (pixels[split_of == s], labels[split_of == s], ids[split_of == s], shapes[split_of == s])
               for s in splits}
-    for split, (x, *_rest) in result.items():
+    for split, (x, *_rest) in result.items():  # each split must keep at least one image to train or score
         if not len(x):
             raise DatasetError(f"no readable images in the {split} split of {root} ({len(failed)} unreadable)")
     return result, failed

@@ -26,7 +26,6 @@ from tasks.images import LINK_REASONS
 
 STATS_VERSION = 2  # bump when a measure changes, so statistics cached by older code are not reused
 PIXELS_PER_CHUNK = 1 << 21  # ~2M values per chunk: 8 MB float32 temporaries stay in cache; measured fastest
-SCALES = ("0-1", "0-255", "shifted", "other", "constant")
 SCALE_RANGES = {"0-1": (0.0, 1.0), "0-255": (0.0, 255.0), "shifted": (-1.0, 1.0), "other": (0.0, 65535.0)}
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's convert("L")
 SATURATED = 250  # luminance (0-255) counted as blown out: the top 2% of the range

@@ -91,15 +91,20 @@ def _fitting(per_gpu: int, memory_mib: int | None) -> int:
 
 def gpu_memory_mib() -> dict[str, int]:
     """Total memory per GPU id, from nvidia-smi (empty when there is none)."""
+    rows = _nvidia_smi("index,memory.total")
+    return {row[0]: int(float(row[1])) for row in rows if len(row) == 2 and row[1].replace(".", "").isdigit()}
+
+
+def _nvidia_smi(query: str) -> list[list[str]]:
+    """nvidia-smi's answer to a --query-gpu, one list of fields per GPU; none when it is missing or fails."""
     if not shutil.which("nvidia-smi"):
-        return {}
+        return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError):
-        return {}
-    rows = [line.split(",") for line in out.splitlines() if line.count(",") == 1]
-    return {index.strip(): int(float(total)) for index, total in rows if total.strip().replace(".", "").isdigit()}
+        return []
+    return [[field.strip() for field in line.split(",")] for line in out.splitlines() if line.strip()]
 
 
 def check_backend(backend: str) -> None:
@@ -116,14 +121,7 @@ def detect_gpus() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    return [row[0] for row in _nvidia_smi("index")]
 
 
 def cpu_count() -> int:
