@@ -49,7 +49,7 @@ def ablation(
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report."""
     started = time.perf_counter()
-    load_suite(suite)  # a bad suite file or a missing backend fails the run before any work
+    checks = load_suite(suite)  # a bad suite file or a missing backend fails the run before any work
     check_backend(backend)
     cells = expand_grid(axes, seeds, epochs)
     reports = Path(out) if out else default_reports_dir()
@@ -66,7 +66,7 @@ def ablation(
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()
-    checked = gate_step(data, run_dir, suite, reports)
+    checked = gate_step(data, run_dir, checks, reports)
     run["timings"]["gate"] = time.perf_counter() - gate_started
     if checked.status == "fail" and gate == "fail":
         names = ", ".join(c.title for c in checked.failed if c.severity == "critical")

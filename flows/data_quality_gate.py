@@ -26,7 +26,7 @@ def data_quality_gate(
 ) -> dict:
     """Validate a dataset's pixels and labels with Great Expectations; fail the run on critical problems."""
     reports = Path(out) if out else default_reports_dir()
-    load_suite(suite)  # a bad suite file fails the run before any work
+    checks = load_suite(suite)  # a bad suite file fails the run before any work
 
     # 1. Load the dataset
     data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)
@@ -36,7 +36,7 @@ def data_quality_gate(
 
     # 2. Profile and validate
     started = time.perf_counter()
-    checked = gate_step(data, run_dir, suite, reports)
+    checked = gate_step(data, run_dir, checks, reports)
     run["timings"]["gate"] = time.perf_counter() - started
     run["status"] = f"gate {checked.status}"
 

@@ -25,7 +25,6 @@ from tasks.report import render_report
 from tasks.runs import write_atomic, write_runs_index
 from tasks.slots import CellTimedOut, PoolClosed, SlotPool, WorkerCrashed
 from tasks.stats_cache import cached_pixel_stats
-from tasks.suite import load_suite
 from tasks.training import failed_record
 
 
@@ -49,12 +48,12 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fractio
 
 
 @task(name="data-quality gate", cache_policy=NO_CACHE)
-def gate_step(data: dict, run_dir: Path, suite: str | None, reports_dir: Path) -> GateResult:
+def gate_step(data: dict, run_dir: Path, suite: dict, reports_dir: Path) -> GateResult:
     """Profile every image, validate with Great Expectations, write gate.json, pixel_stats.csv and Data Docs."""
     logger = get_run_logger()
     stats, csv = cached_pixel_stats(data, cache_dir(reports_dir) / "stats")
     shutil.copyfile(csv, run_dir / "pixel_stats.csv")
-    result = run_gate(stats, data["class_names"], load_suite(suite), run_dir / "data_docs")
+    result = run_gate(stats, data["class_names"], suite, run_dir / "data_docs")
     write_atomic(run_dir / "gate.json", result.to_json())
     for check in result.failed:
         log = logger.error if check.severity == "critical" else logger.warning
