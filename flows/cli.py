@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    signal.signal(signal.SIGTERM, _terminate)  # `kill`, a scheduler's timeout: stop as cleanly as on Ctrl-C
+    _signals.clear()
+    if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+        signal.signal(signal.SIGINT, _interrupt)  # Ctrl-C
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill`, a scheduler's timeout: stop as cleanly as on Ctrl-C
     try:
         from tasks.datasets import resolve_source
         from tasks.suite import load_suite
@@ -102,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
+        _signals.append(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+    if _signals:
         print("ablate: interrupted; training processes stopped, finished cells kept", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        return EXIT_TERMINATED if signal.SIGTERM in _signals else EXIT_INTERRUPTED
     if summary.get("failed"):
         print(f"ablate: warning: {summary['failed']} of {summary['cells']} training runs failed; the report "
               "lists their reasons", file=sys.stderr)
@@ -119,8 +125,17 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be, so both stop the training processes and keep finished cells."""
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated()
+_signals: list[int] = []  # the interrupts received, in case a library swallowed the exception raised for one
+
+
+def _interrupt(signum, frame) -> None:
+    """Kill the training processes first, then raise: even if the exception is caught somewhere below (inside
+    Prefect, say), no cell keeps training and the run ends at once with the interrupt's exit code."""
+    from tasks.slots import SlotPool
+
+    _signals.append(signum)
+    SlotPool.close_all()
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _check_out(out: Path | None) -> None:
@@ -162,8 +177,6 @@ def _start_prefect_while_importing_great_expectations() -> None:
     one, started exactly as the flow would start it; the thread is joined before the flow begins, so the flow
     finds it healthy. If the early start fails, the flow starts it itself and reports any error there.
     """
-    import threading
-
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     starter = None

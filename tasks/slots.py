@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class BackendError(AblationError):
     """The chosen Keras backend is unknown or not installed (exit code 2)."""
 
 
+_OPEN_POOLS: weakref.WeakSet = weakref.WeakSet()
 READY = "ready"  # a training process's first message: its imports are done, time it from here
 
 
@@ -137,8 +139,9 @@ class SlotPool:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._free: queue.Queue[SlotSpec] = queue.Queue()
         self._workers: dict[int, tuple] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: close_all may run in a signal handler on the same thread
         self._closed = False
+        _OPEN_POOLS.add(self)
         self._ready: set[int] = set()
         for slot in slots:
             self._start(slot)  # start all now: their imports overlap with each other and the first cells
@@ -206,6 +209,13 @@ class SlotPool:
             return "\n".join(self.log_path(slot).read_text(errors="replace").strip().splitlines()[-lines:])
         except OSError:
             return ""
+
+    @staticmethod
+    def close_all() -> None:
+        """Kill every open pool's processes at once (from a Ctrl-C or SIGTERM handler): whatever the main
+        thread was doing when the signal came, no training process outlives the interrupt."""
+        for pool in list(_OPEN_POOLS):
+            pool.close(wait=0)
 
     def close(self, wait: float = 10.0) -> None:
         """Ask every process to finish, and kill any still running after ``wait`` seconds: no orphans."""
