@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.steps import gate_step, load_dataset_step, report_step, train_cell_step
+from flows.live_progress import GRID, status
+from flows.steps import gate_step, load_dataset_step, report_step, train_cell_dask_step, train_cell_step
 from tasks.aggregate import training_times
 from tasks.errors import GateFailed
 from tasks.grid import Cell, expand_grid
@@ -23,6 +27,7 @@ from tasks.runs import new_run_dir, run_record
 from tasks.slots import (DEFAULT_PER_GPU, SlotPool, check_backend, cpu_count, detect_gpus, gpu_memory_mib,
                          plan_slots)
 from tasks.suite import load_suite
+from tasks.training import failed_record
 
 
 # Threads only wait on training processes; the slot pool, not this number, caps how many cells train at once.
@@ -46,6 +51,8 @@ def ablation(
     retries: int = 1,
     backend: Literal["tensorflow", "jax", "torch"] = "tensorflow",
     per_gpu: int = DEFAULT_PER_GPU,
+    executor: Literal["local", "dask"] = "local",
+    dask_address: str | None = None,
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report."""
     started = time.perf_counter()
@@ -62,7 +69,7 @@ def ablation(
                                      "suite": suite or "default", "fresh": fresh,
                                      "keep_models": keep_models, "tensorboard": tensorboard,
                                      "cell_timeout": cell_timeout, "retries": retries, "backend": backend,
-                                     "per_gpu": per_gpu})
+                                     "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address})
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()
@@ -78,7 +85,7 @@ def ablation(
     cells_dir = cache_dir(Path(store) if store else reports) / "cells"
     keys = cell_keys(cells, data["fingerprint"], backend)
     options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries,
-               "backend": backend, "per_gpu": per_gpu}
+               "backend": backend, "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address}
     records, training, cached = train_grid(cells, keys, data, run_dir, cells_dir, options)
     export_models(records, keys, {cell.key: cell.slug for cell in cells}, cells_dir, run_dir / "models", keep_models)
     run["timings"] |= training
@@ -90,16 +97,17 @@ def ablation(
     run["timings"] |= {"report": time.perf_counter() - report_started, "flow total": time.perf_counter() - started}
     failed = sum(record["status"] == "failed" for record in records)
     return {"run_dir": str(run_dir), "report": page, "status": run["status"], "timings": run["timings"],
+            "flow_run_id": str(flow_run.id),
             "cells": len(records), "failed": failed, "cached": cached}
 
 
 def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Path, cells_dir: Path,
                options: dict) -> tuple[list[dict], dict, int]:
-    """Reuse the cells finished before (unless ``fresh``), fan the rest out over a slot pool, log progress.
+    """Reuse the cells finished before (unless ``fresh``), fan the rest out, log progress.
 
     Every cell's record is appended to cells.jsonl and kept in ``cells_dir`` the moment it finishes, so a crash,
     Ctrl-C or SIGTERM loses no finished cell and the same command trains only what is missing. ``options``:
-    fresh, tensorboard, cell_timeout, retries, backend, per_gpu.
+    fresh, tensorboard, cell_timeout, retries, backend, per_gpu, executor ("local" or "dask"), dask_address.
     """
     logger = get_run_logger()
     done: dict[str, dict] = {}
@@ -110,37 +118,96 @@ def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Pat
     todo = [cell for cell in cells if cell.key not in done]
     started = time.perf_counter()
     trained: list[dict] = []
-    slots = (plan_slots(len(todo), cpu_count(), detect_gpus(), options["per_gpu"], gpu_memory_mib(),
-                        options["backend"]) if todo else [])
-    devices = f": {', '.join(sorted({s.device for s in slots}))}" if slots else ""
-    logger.info("%d of %d cells already trained (%s); training %d on %d slot(s)%s", len(done), len(cells),
-                cells_dir, len(todo), len(slots), devices)
     # The flow run's progress in Prefect's UI: percent of cells done, and the latest progress line.
     progress = create_progress_artifact(100.0 * len(done) / len(cells), key="ablation-progress",
                                         description=f"{len(done)} of {len(cells)} cells cached")
+    slots = 0
     with open(run_dir / "cells.jsonl", "a") as finished:
-        for record in done.values():
+        def keep(cell: Cell, record: dict) -> None:
+            """Write a trained cell down at once; log and publish the progress."""
+            save_cell(cells_dir, keys[cell.key], record)
             finished.write(json.dumps(record) + "\n")
+            finished.flush()
+            done[cell.key] = record
+            trained.append(record)
+            GRID.finished(record["status"] == "failed")
+            line = progress_line(trained, len(todo), time.perf_counter() - started, len(cells) - len(todo), slots)
+            logger.info(line)
+            update_progress_artifact(progress, 100.0 * len(done) / len(cells), description=line)
+
+        finished.writelines(json.dumps(record) + "\n" for record in done.values())
         finished.flush()
-        if todo:
-            with SlotPool(slots, run_dir / "logs") as pool:
-                futures = {train_cell_step.submit(cell, data["cache_path"], pool, run_dir / "cells" / cell.slug,
-                                                  cells_dir / f"{keys[cell.key]}.keras", options["tensorboard"],
-                                                  options["cell_timeout"], options["retries"]): cell
-                           for cell in todo}
-                for future in as_completed(futures):
-                    cell, record = futures[future], future.result() | {"cached": False}
-                    save_cell(cells_dir, keys[cell.key], record)
-                    finished.write(json.dumps(record) + "\n")
-                    finished.flush()
-                    done[cell.key] = record
-                    trained.append(record)
-                    line = progress_line(trained, len(todo), time.perf_counter() - started,
-                                         len(cells) - len(todo), len(slots))
-                    logger.info(line)
-                    update_progress_artifact(progress, 100.0 * len(done) / len(cells), description=line)
+        if not todo:
+            logger.info("all %d cells already trained (%s)", len(cells), cells_dir)
+        else:
+            with _executor(todo, data, run_dir, cells_dir, keys, options) as (submit, slots, where):
+                logger.info("%d of %d cells already trained (%s); training %d on %s", len(done), len(cells),
+                            cells_dir, len(todo), where)
+                futures = {submit(cell): cell for cell in todo}
+                GRID.start(len(todo), len(cells) - len(todo), slots)  # the CLI's live display reads it
+                try:
+                    for future in as_completed(futures):
+                        keep(futures[future], _result(future, futures[future]) | {"cached": False})
+                finally:
+                    GRID.stop()
     records = [done[cell.key] for cell in cells]  # in grid order
-    return records, training_times(trained, len(slots), time.perf_counter() - started), len(cells) - len(todo)
+    return records, training_times(trained, slots, time.perf_counter() - started), len(cells) - len(todo)
+
+
+Submit = Callable[[Cell], object]  # a cell -> its Prefect future
+
+
+@contextmanager
+def _executor(todo: list[Cell], data: dict, run_dir: Path, cells_dir: Path, keys: dict[str, str],
+              options: dict) -> Iterator[tuple[Submit, int, str]]:
+    """How cells are submitted: to the local slot pool (default) or as tasks on a Dask cluster.
+
+    Yields the submit function, the number of cells that can train at once, and where they train (for the log).
+    """
+    slots = plan_slots(len(todo), cpu_count(), detect_gpus(), options["per_gpu"], gpu_memory_mib(),
+                       options["backend"])
+    common = {"dataset_path": data["cache_path"], "tensorboard": options["tensorboard"],
+              "timeout": options["cell_timeout"]}
+
+    def paths(cell: Cell) -> dict:
+        return {"out_dir": run_dir / "cells" / cell.slug, "model_path": cells_dir / f"{keys[cell.key]}.keras"}
+
+    if options["executor"] == "dask":
+        import dask
+
+        from flows.dask_executor import dask_executor
+
+        with dask_executor(options["dask_address"], slots, options["retries"]) as cluster:
+            def submit(cell: Cell):
+                with dask.annotate(**cluster.annotations):  # {"resources": {"GPU": 1}} where workers have GPUs
+                    return cluster.runner.submit(train_cell_dask_step, parameters={
+                        "cell": cell, **paths(cell), **common, "backend": options["backend"],
+                        "log_dir": None if options["dask_address"] else run_dir / "logs"})
+
+            yield submit, cluster.workers, cluster.describe(options["dask_address"])
+        return
+    with SlotPool(slots, run_dir / "logs") as pool:
+        def submit(cell: Cell):
+            return train_cell_step.submit(cell=cell, pool=pool, **paths(cell), **common, retries=options["retries"])
+
+        devices = ", ".join(sorted({slot.device for slot in slots}))
+        yield submit, len(slots), f"{len(slots)} slot(s): {devices}"
+
+
+def _result(future, cell: Cell) -> dict:
+    """The cell's record; a cell whose Dask worker died on every try becomes a failed record too."""
+    try:
+        return future.result()
+    except Exception as exc:
+        from distributed import KilledWorker  # only Dask futures raise here: the local step returns failures
+
+        if not isinstance(exc, KilledWorker):
+            raise
+        from flows.dask_executor import killed_message, mark_crashed
+
+        message = killed_message(exc)
+        mark_crashed(future.task_run_id, message)
+        return failed_record(cell.to_dict(), message) | {"worker": ""}
 
 
 def progress_line(records: list[dict], total: int, elapsed: float, cached: int = 0, slots: int = 1) -> str:
@@ -149,17 +216,10 @@ def progress_line(records: list[dict], total: int, elapsed: float, cached: int =
     48 s elapsed, ~55 s left"."""
     last, done = records[-1], len(records)
     failed = sum(r["status"] == "failed" for r in records)
-    running = min(slots, total - done)
-    remaining = elapsed / done * (total - done)
     outcome = (f"best val acc {last['best_val_accuracy'] * 100:.1f}%" if last["status"] != "failed"
                else last["error"])
-    parts = [f"[{done}/{total}] {last['axis']}: {last['variant']} seed {last['seed']} {last['status']}, {outcome} "
-             f"({last['seconds']:.1f} s)"]
-    parts += [f"{running} running"] if running else []
-    parts += [f"{failed} failed"] if failed else []
-    parts += [f"{cached} cached"] if cached else []
-    parts.append(f"{elapsed:.0f} s elapsed" + (f", ~{remaining:.0f} s left" if done < total else ""))
-    return " | ".join(parts)
+    return (f"[{done}/{total}] {last['axis']}: {last['variant']} seed {last['seed']} {last['status']}, {outcome} "
+            f"({last['seconds']:.1f} s) | " + status(done, total, failed, cached, min(slots, total - done), elapsed))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Keras 3 backend of the training processes (default: tensorflow)")
     run.add_argument("--per-gpu", type=_positive, default=8, metavar="N",
                      help="training processes per GPU (default: 8, fewer on a GPU with under 2 GiB per process)")
+    run.add_argument("--executor", choices=["local", "dask"], default=None,
+                     help="where cells train: a pool of local training processes (local, default) or the workers "
+                          "of a Dask cluster (dask: a local one unless --dask-address is given)")
+    run.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                     help="scheduler of an existing Dask cluster to train on (implies --executor dask); --out or "
+                          "--store must be on storage its workers share")
     validate = commands.add_parser("validate", help="run the data-quality gate alone",
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     validate.add_argument("dataset", nargs="?", default="digits", help="'digits', a folder or an .npz file")
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             from tasks.slots import check_backend
 
             check_backend(args.backend)
+            _check_executor(args)
         with _one_line_errors():
             summary = _run(args)
     except AblationError as exc:
@@ -151,6 +158,17 @@ def _check_out(out: Path | None) -> None:
         raise OSError(f"--out {target}: not writable")
 
 
+def _check_executor(args: argparse.Namespace) -> None:
+    """--dask-address implies --executor dask; check the scheduler answers before Prefect starts."""
+    if args.dask_address and args.executor == "local":
+        raise AblationError("--dask-address needs --executor dask (or no --executor)")
+    args.executor = "dask" if args.dask_address else args.executor or "local"
+    if args.dask_address:
+        from flows.dask_executor import check_reachable
+
+        check_reachable(args.dask_address)
+
+
 def _run(args: argparse.Namespace) -> dict:
     common = {"dataset": args.dataset, "out": args.out, "image_size": args.image_size,
               "val_fraction": args.val_fraction, "limit": args.limit,
@@ -161,12 +179,15 @@ def _run(args: argparse.Namespace) -> dict:
 
         return data_quality_gate(**common)
     from flows.ablation import ablation
+    from flows.live_progress import LiveDisplay
 
     axes = [axis for group in args.axes for axis in group] if args.axes else None
-    return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate, store=args.store,
-                    fresh=args.fresh, keep_models=args.keep_models, tensorboard=args.tensorboard,
-                    cell_timeout=args.cell_timeout, retries=args.retries, backend=args.backend,
-                    per_gpu=args.per_gpu)
+    with LiveDisplay():  # on a terminal: the grid's progress redrawn in place below the log lines
+        return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate,
+                        store=args.store, fresh=args.fresh, keep_models=args.keep_models,
+                        tensorboard=args.tensorboard, cell_timeout=args.cell_timeout, retries=args.retries,
+                        backend=args.backend, per_gpu=args.per_gpu, executor=args.executor,
+                        dask_address=args.dask_address)
 
 
 def _start_prefect_while_importing_great_expectations() -> None:
@@ -202,7 +223,9 @@ def _time_split(timings: dict, total: float) -> str:
     """Loading, gate, training, report, and the rest (Prefect start-up, process start-up, waiting) as overhead."""
     parts = [f"loading {timings.get('loading', 0):.1f} s", f"gate {timings.get('gate', 0):.1f} s"]
     spent = timings.get("loading", 0) + timings.get("gate", 0) + timings.get("report", 0)
-    if "training (wall)" in timings:
+    if timings.get("slots") == 0:
+        parts.append("training none (every cell reused)")
+    elif "training (wall)" in timings:
         slowest = timings["training (slowest slot)"]
         parts.append(f"training {timings['training (inside processes, summed)']:.1f} s inside "
                      f"{timings['slots']:.0f} training process(es) (slowest slot {slowest:.1f} s, "

@@ -91,18 +91,47 @@ def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool, out_dir: Path
     for attempt in range(retries + 1):
         try:
             record, slot = pool.run(payload, timeout)
-            record["slot"] = slot.index
+            record["worker"] = f"slot-{slot.index}"
             break
         except PoolClosed as exc:  # interrupted: not this cell's fault, no log line per queued cell
-            return failed_record(cell.to_dict(), str(exc)) | {"slot": -1}
+            return failed_record(cell.to_dict(), str(exc)) | {"worker": ""}
         except WorkerCrashed as exc:
-            record = failed_record(cell.to_dict(), str(exc), exc.log_tail) | {"slot": -1}
+            record = failed_record(cell.to_dict(), str(exc), exc.log_tail) | {"worker": ""}
             if isinstance(exc, CellTimedOut) or attempt == retries:
                 break
             get_run_logger().warning("%s: %s; retrying (%d of %d)", cell.key, exc, attempt + 1, retries)
+    _log_failure(cell, record)
+    return record
+
+
+@task(name="train cell", task_run_name="train {cell.axis}: {cell.variant} seed {cell.config.seed}",
+      cache_policy=NO_CACHE)
+def train_cell_dask_step(cell: Cell, dataset_path: str, out_dir: Path, model_path: Path, tensorboard: bool = False,
+                         timeout: float | None = None, backend: str = "tensorflow",
+                         log_dir: Path | None = None) -> dict:
+    """Train one cell in this Dask worker's own process (``--executor dask``); see `tasks.dask_worker`.
+
+    Every path must be on storage the workers share with the flow. Crashes are Dask's to retry (the scheduler's
+    allowed-failures); a Python error or a time-out becomes a "failed" record, as with the slot pool. With
+    ``log_dir`` (a cluster started for this run) the worker's output goes to a log file there.
+    """
+    from tasks.dask_worker import train_here, worker_name
+
+    payload = {"cell": cell.to_dict(), "dataset_path": dataset_path, "out_dir": str(out_dir),
+               "model_path": str(model_path), "tensorboard": tensorboard}
+    if not Path(dataset_path).exists():
+        record = failed_record(cell.to_dict(), f"the dataset cache {dataset_path} is not visible on this worker; "
+                                               "--out or --store must be on storage every worker shares")
+        record["worker"] = worker_name()
+    else:
+        record = train_here(payload, backend, timeout, str(log_dir) if log_dir else None)
+    _log_failure(cell, record)
+    return record
+
+
+def _log_failure(cell: Cell, record: dict) -> None:
     if record["status"] == "failed":
         get_run_logger().error("%s failed: %s %s", cell.key, record["error"], record["error_detail"])
-    return record
 
 
 @task(name="report", cache_policy=NO_CACHE)

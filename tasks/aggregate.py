@@ -17,7 +17,7 @@ import pandas as pd
 from tasks.grid import AXES, BASELINE_AXIS, baseline_value
 
 RESULT_COLUMNS = ["axis", "variant", "seed", "status", "best_val_accuracy", "final_val_accuracy",
-                  "final_train_accuracy", "epochs", "seconds", "slot", "cached", "error"]
+                  "final_train_accuracy", "epochs", "seconds", "worker", "cached", "error"]
 SCORED = ("ok", "diverged")  # a diverged run still measured an accuracy: evidence that the change hurts
 HELPS, HURTS, UNCLEAR, NO_CONFIDENCE = "helps", "hurts", "no clear difference", "one seed: no confidence"
 
@@ -133,9 +133,11 @@ def axis_rows(summary: pd.DataFrame, axis: str) -> pd.DataFrame:
 
 
 def training_times(records: list[dict], slots: int, wall: float) -> dict[str, float]:
-    """Wall time of the fan-out, time spent inside training processes, and the busiest slot's share of it."""
-    per_slot: dict[int, float] = {}
+    """Wall time of the fan-out, time spent inside training processes, and the busiest slot's share of it.
+
+    A slot is a training process of the slot pool or a Dask worker, as the records' ``worker`` names it."""
+    per_slot: dict[str, float] = {}
     for record in records:
-        per_slot[record["slot"]] = per_slot.get(record["slot"], 0.0) + record["seconds"]
+        per_slot[record["worker"]] = per_slot.get(record["worker"], 0.0) + record["seconds"]
     return {"training (wall)": wall, "training (inside processes, summed)": sum(per_slot.values()),
             "training (slowest slot)": max(per_slot.values(), default=0.0), "slots": float(slots)}

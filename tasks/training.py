@@ -52,16 +52,21 @@ def normalise(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.nd
 
 
 def train_cell(cell: dict, dataset_path: str, out_dir: str | None = None, model_path: str | None = None,
-               tensorboard: bool = False) -> dict:
+               tensorboard: bool = False, time_limit: float | None = None) -> dict:
     """Fit the cell's model on the cached dataset and return its record. Errors become a "failed" record.
 
     With ``out_dir``: the per-epoch history as ``history.csv`` there (Keras' CSVLogger) and, with
     ``tensorboard``, TensorBoard logs in ``tensorboard/``. With ``model_path``: the model with its best weights
-    (highest validation accuracy) saved there as a .keras file, once, at the end.
+    (highest validation accuracy) saved there as a .keras file, once, at the end. With ``time_limit``: training
+    stops after the first batch that ends past it, and the cell fails as timed out. This is the limit where no
+    process can be killed for it (a Dask worker); the slot pool kills its process instead, which also ends a
+    hung kernel.
     """
     started = time.perf_counter()
     try:
-        record = _fit(cell, dataset_path, out_dir, model_path, tensorboard)
+        record = _fit(cell, dataset_path, out_dir, model_path, tensorboard, time_limit)
+    except CellTimeLimit as exc:
+        record = failed_record(cell, str(exc))
     except Exception as exc:
         tail = traceback.format_exc().strip().splitlines()[-3:]
         record = failed_record(cell, f"{type(exc).__name__}: {exc}", "\n".join(tail))
@@ -86,7 +91,8 @@ def failed_record(cell: dict, error: str, detail: str = "") -> dict:
             "history": {key: [] for key in HISTORY_KEYS}}
 
 
-def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | None, tensorboard: bool) -> dict:
+def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | None, tensorboard: bool,
+         time_limit: float | None = None) -> dict:
     import keras
 
     from tasks.models import build_model
@@ -104,6 +110,8 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
     best = _best_weights_callback()
     callbacks = [keras.callbacks.TerminateOnNaN(),
                  keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience), best]
+    if time_limit is not None:
+        callbacks.append(_time_limit_callback(time_limit))
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.CSVLogger(str(Path(out_dir) / "history.csv")))
@@ -148,6 +156,23 @@ def _best_weights_callback():
                 self.best, self.weights = accuracy, self.model.get_weights()
 
     return BestWeights()
+
+
+class CellTimeLimit(TimeoutError):
+    """Raised from inside ``fit`` when a cell passes its time limit."""
+
+
+def _time_limit_callback(seconds: float):
+    import keras
+
+    deadline = time.monotonic() + seconds
+
+    class TimeLimit(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if time.monotonic() > deadline:
+                raise CellTimeLimit(f"timed out after {seconds:g} s (--cell-timeout)")
+
+    return TimeLimit()
 
 
 def _dataset(path: str):

@@ -19,14 +19,14 @@ def fake_records(seeds=3, gains=None, failed=()):
     for cell in expand_grid(seeds=seeds, epochs=3):
         record = cell.to_dict()
         if cell.key in failed:
-            records.append(failed_record(record, "training process was killed") | {"slot": 0})
+            records.append(failed_record(record, "training process was killed") | {"worker": "slot-0"})
             continue
         base = 0.80 + 0.01 * cell.config.seed
         best = base + gains.get(cell.variant, 0.0) + (0.002 * cell.config.seed if cell.variant in gains else 0.0)
         curve = [best - 0.1, best - 0.02, best]
         records.append(record | {"status": "ok", "error": "", "error_detail": "", "best_val_accuracy": best,
                                  "final_val_accuracy": best, "final_train_accuracy": best + 0.05, "epochs": 3,
-                                 "seconds": 1.5, "slot": cell.config.seed % 2,
+                                 "seconds": 1.5, "worker": f"slot-{cell.config.seed % 2}",
                                  "history": {"accuracy": curve, "val_accuracy": curve, "loss": [1, 0.5, 0.4],
                                              "val_loss": [1, 0.6, 0.5]}})
     return records

@@ -157,3 +157,17 @@ def test_an_unusable_out_is_one_line_and_exit_2_before_anything_starts(tmp_path,
     result = ablate("validate", "digits", "--limit", "10", "--out", str(tmp_path / out))
     assert_one_line_error(result, 2, text)
     assert "Starting temporary server" not in result.stderr + result.stdout
+
+
+def test_the_time_split_says_when_every_cell_was_reused():
+    from flows.cli import _time_split
+
+    reused = _time_split({"loading": 0.5, "gate": 1.0, "report": 1.0, "training (wall)": 0.0,
+                          "training (inside processes, summed)": 0.0, "training (slowest slot)": 0.0,
+                          "slots": 0.0}, 10.0)
+    assert "training none (every cell reused)" in reused and reused.endswith("orchestration overhead 7.5 s")
+    trained = _time_split({"loading": 0.5, "gate": 1.0, "report": 1.0, "training (wall)": 50.0,
+                           "training (inside processes, summed)": 90.0, "training (slowest slot)": 46.0,
+                           "slots": 2.0}, 60.0)
+    assert "training 90.0 s inside 2 training process(es) (slowest slot 46.0 s, wall 50.0 s)" in trained
+    assert trained.endswith("orchestration overhead 11.5 s")

@@ -95,3 +95,10 @@ def test_train_cell_writes_history_csv_tensorboard_logs_and_the_best_model(tiny_
     x_test = normalise(data.x_train, data.x_test, cell.config.normalisation)[1]
     predicted = model.predict(x_test, verbose=0).argmax(axis=1)
     assert np.isclose((predicted == data.y_test).mean(), record["best_val_accuracy"], atol=1e-6)
+
+
+def test_a_cell_past_its_time_limit_stops_between_batches_and_fails_as_timed_out(tiny_dataset):
+    cell = expand_grid(["dropout"], seeds=1, epochs=50)[0].to_dict()
+    record = train_cell(cell, tiny_dataset, time_limit=0.5)
+    assert record["status"] == "failed" and record["error"] == "timed out after 0.5 s (--cell-timeout)"
+    assert record["seconds"] < 20  # 50 epochs would take far longer: training stopped at the limit
