@@ -53,12 +53,13 @@ def ablation(
     per_gpu: int = DEFAULT_PER_GPU,
     executor: Literal["local", "dask"] = "local",
     dask_address: str | None = None,
+    aa: bool = False,
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report."""
     started = time.perf_counter()
     checks = load_suite(suite)  # a bad suite file or a missing backend fails the run before any work
     check_backend(backend)
-    cells = expand_grid(axes, seeds, epochs)
+    cells = expand_grid(axes, seeds, epochs, aa=aa)
     reports = Path(out) if out else default_reports_dir()
 
     # 1. Load the dataset once and cache it for the training processes
@@ -69,7 +70,8 @@ def ablation(
                                      "suite": suite or "default", "fresh": fresh,
                                      "keep_models": keep_models, "tensorboard": tensorboard,
                                      "cell_timeout": cell_timeout, "retries": retries, "backend": backend,
-                                     "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address})
+                                     "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address,
+                                     "aa": aa})
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()

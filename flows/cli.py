@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"axes to ablate, space- or comma-separated (default: all of {', '.join(AXES)})")
     run.add_argument("--gate", choices=["fail", "warn"], default="fail",
                      help="on critical data problems: stop before training (fail, default) or train anyway (warn)")
+    run.add_argument("--aa", action="store_true",
+                     help="A/A control: train the baseline a second time, independently; the report must find no "
+                          "clear difference between the two (a check on the statistics)")
     run.add_argument("--store", type=Path, default=None, metavar="DIR",
                      help="where finished training cells are kept for reuse (default: the --out folder's .cache)")
     run.add_argument("--fresh", action="store_true",
@@ -187,7 +190,7 @@ def _run(args: argparse.Namespace) -> dict:
                         store=args.store, fresh=args.fresh, keep_models=args.keep_models,
                         tensorboard=args.tensorboard, cell_timeout=args.cell_timeout, retries=args.retries,
                         backend=args.backend, per_gpu=args.per_gpu, executor=args.executor,
-                        dask_address=args.dask_address)
+                        dask_address=args.dask_address, aa=args.aa)
 
 
 def _start_prefect_while_importing_great_expectations() -> None:

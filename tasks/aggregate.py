@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tasks.grid import AXES, BASELINE_AXIS, baseline_value
+from tasks.grid import AA_AXIS, AXES, BASELINE_AXIS, baseline_value
 
 RESULT_COLUMNS = ["axis", "variant", "seed", "status", "best_val_accuracy", "final_val_accuracy",
                   "final_train_accuracy", "epochs", "seconds", "worker", "cached", "error"]
@@ -30,7 +30,8 @@ def results_table(records: list[dict]) -> pd.DataFrame:
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: seeds scored, mean and std of best/final val accuracy, paired delta to baseline with CI."""
+    """Per variant: seeds scored; mean, sd and 95% t-interval of best and final val accuracy; and against the
+    baseline, the paired difference on shared seeds with its interval, a paired test and the effect label."""
     scored = results[results["status"].isin(SCORED)]
     baseline = scored[scored["axis"] == BASELINE_AXIS].set_index("seed")["best_val_accuracy"]
     rows = []
@@ -39,8 +40,9 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         row = {"axis": axis, "variant": variant, "cells": len(group), "scored": len(ok),
                "failed": int((group["status"] == "failed").sum()),
                "diverged": int((group["status"] == "diverged").sum()),
-               "mean_best": ok["best_val_accuracy"].mean(), "std_best": ok["best_val_accuracy"].std(),
-               "mean_final": ok["final_val_accuracy"].mean(), "std_final": ok["final_val_accuracy"].std()}
+               "mean_seconds": float(ok["seconds"].mean()) if len(ok) else math.nan}
+        for which in ("best", "final"):
+            row |= mean_interval(ok[f"{which}_val_accuracy"].dropna().to_numpy(), which)
         if axis != BASELINE_AXIS:
             paired = ok.set_index("seed")["best_val_accuracy"] - baseline
             row |= paired_effect(paired.dropna().to_numpy())
@@ -48,20 +50,53 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_effect(differences: np.ndarray, confidence: float = 0.95) -> dict:
-    """Mean paired difference, its t-interval, and the label the interval supports."""
-    n = len(differences)
-    if n == 0:
-        return {"pairs": 0, "delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "effect": "not scored"}
-    mean = float(differences.mean())
-    if n == 1:
-        return {"pairs": 1, "delta": mean, "ci_low": math.nan, "ci_high": math.nan, "effect": NO_CONFIDENCE}
+def mean_interval(values: np.ndarray, name: str, confidence: float = 0.95) -> dict:
+    """``mean_<name>``, ``std_<name>`` and the t-interval of the mean (NaN with fewer than two values)."""
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    std = float(values.std(ddof=1)) if n > 1 else math.nan
+    half = _t_half_width(std, n, confidence) if n > 1 else math.nan
+    return {f"mean_{name}": mean, f"std_{name}": std, f"{name}_ci_low": mean - half, f"{name}_ci_high": mean + half}
+
+
+def _t_half_width(std: float, n: int, confidence: float) -> float:
     from scipy import stats as scipy_stats  # ~1.5 s to import: only where an interval is computed
 
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * differences.std(ddof=1) / math.sqrt(n))
+    return float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
+
+
+EXACT_UP_TO = 12  # pairs: 2^12 = 4096 sign patterns enumerate in a millisecond; beyond, the t-test
+
+
+def paired_test(differences: np.ndarray) -> tuple[str, float]:
+    """Two-sided p-value that the mean paired difference is zero: exact sign-flip permutation test for up to
+    EXACT_UP_TO pairs (no normality assumed, which few seeds cannot check), the paired t-test beyond."""
+    n = len(differences)
+    if n <= EXACT_UP_TO:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # every +/- pattern
+        flipped = np.abs((signs * differences).mean(axis=1))
+        return "exact permutation", float(np.mean(flipped >= abs(differences.mean()) - 1e-12))
+    from scipy import stats as scipy_stats
+
+    return "paired t-test", float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
+
+
+def paired_effect(differences: np.ndarray, confidence: float = 0.95) -> dict:
+    """Mean paired difference, its t-interval, a paired test, and the label the interval supports."""
+    n = len(differences)
+    if n == 0:
+        return {"pairs": 0, "delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "effect": "not scored",
+                "test": "", "p_value": math.nan}
+    mean = float(differences.mean())
+    if n == 1:
+        return {"pairs": 1, "delta": mean, "ci_low": math.nan, "ci_high": math.nan, "effect": NO_CONFIDENCE,
+                "test": "", "p_value": math.nan}
+    half = _t_half_width(float(differences.std(ddof=1)), n, confidence)
     low, high = mean - half, mean + half
     effect = HELPS if low > 0 else HURTS if high < 0 else UNCLEAR
-    return {"pairs": n, "delta": mean, "ci_low": low, "ci_high": high, "effect": effect}
+    test, p_value = paired_test(differences)
+    return {"pairs": n, "delta": mean, "ci_low": low, "ci_high": high, "effect": effect, "test": test,
+            "p_value": p_value}
 
 
 @dataclass(frozen=True)
@@ -71,17 +106,24 @@ class Verdict:
     hurts: list[dict]
     unclear: list[dict]
     notes: list[str]
+    control: dict | None = None  # the A/A control's row (--aa), kept out of the changes
 
 
 def verdict(summary: pd.DataFrame) -> Verdict:
     """Rank the changes by mean paired gain and say, in words, what the intervals support."""
-    changes = summary[summary["axis"] != BASELINE_AXIS].sort_values("delta", ascending=False, na_position="last")
+    changes = summary[~summary["axis"].isin([BASELINE_AXIS, AA_AXIS])]
+    changes = changes.sort_values("delta", ascending=False, na_position="last")
     pick = lambda label: changes[changes["effect"] == label].to_dict("records")  # noqa: E731
     helps, hurts = pick(HELPS), pick(HURTS)
     unclear = pick(UNCLEAR) + pick(NO_CONFIDENCE)
     notes = []
     if len(changes) and (changes["effect"] == NO_CONFIDENCE).all():
         notes.append("Each variant ran with one seed, so no confidence can be given: run with --seeds 3 or more.")
+    control = next(iter(summary[summary["axis"] == AA_AXIS].to_dict("records")), None)
+    if control is not None and control["effect"] in (HELPS, HURTS):
+        notes.append("The A/A control, the baseline trained twice, shows a clear difference from itself: the "
+                     "noise between seeds is larger than the intervals allow for, so read every verdict here with "
+                     "caution and add seeds.")
     failed = int(summary["failed"].sum())
     if failed:
         notes.append(f"{failed} training run(s) failed and are left out; see the table of all runs.")
@@ -95,7 +137,7 @@ def verdict(summary: pd.DataFrame) -> Verdict:
                     f"points from {_describe(top)}, is within the noise between seeds.")
     else:
         headline = "No change could be compared with the baseline."
-    return Verdict(headline, helps, hurts, unclear, notes)
+    return Verdict(headline, helps, hurts, unclear, notes, control)
 
 
 def _describe(row) -> str:

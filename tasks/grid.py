@@ -26,8 +26,17 @@ class TrainConfig:
     max_epochs: int = 10  # EarlyStopping may end sooner; results record the epochs actually run
     patience: int = 3  # EarlyStopping on validation loss; long enough to ride out one noisy epoch
     seed: int = 0
+    # 0 for every cell but the A/A control's second run of the baseline (1): it draws its initial weights and
+    # data order from seed + SEED_STRIDE, an independent run of the same config, still paired by ``seed``.
+    # (Reusing the seed itself would reproduce the baseline bit for bit and test nothing.)
+    run_copy: int = 0
+
+    @property
+    def random_seed(self) -> int:
+        return self.seed + SEED_STRIDE * self.run_copy
 
 
+SEED_STRIDE = 1000
 BASELINE = TrainConfig()
 
 AXES: dict[str, dict[str, dict]] = {
@@ -53,6 +62,7 @@ AXES: dict[str, dict[str, dict]] = {
     },
 }
 BASELINE_AXIS = "baseline"
+AA_AXIS, AA_VARIANT = "a/a control", "baseline, second run"  # --aa: the baseline trained again, independently
 
 
 @dataclass(frozen=True)
@@ -77,10 +87,12 @@ class Cell:
 
 
 def expand_grid(axes: list[str] | None = None, seeds: int = 3, epochs: int = 10,
-                baseline: TrainConfig = BASELINE) -> list[Cell]:
+                baseline: TrainConfig = BASELINE, aa: bool = False) -> list[Cell]:
     """Baseline plus every one-factor change on ``axes``, each for seeds 0..seeds-1.
 
-    A value equal to the baseline is the baseline itself and is not trained again.
+    A value equal to the baseline is the baseline itself and is not trained again. With ``aa``, the A/A
+    control: the baseline's config trained a second time under another name, which must show no clear
+    difference from the baseline (if it does, the seeds' noise is larger than the intervals allow for).
     """
     axes = list(AXES) if axes is None else axes
     unknown = [a for a in axes if a not in AXES]
@@ -95,6 +107,8 @@ def expand_grid(axes: list[str] | None = None, seeds: int = 3, epochs: int = 10,
             config = replace(base, **change)
             if config != base:
                 variants.append((axis, name, config))
+    if aa:
+        variants.append((AA_AXIS, AA_VARIANT, replace(base, run_copy=1)))
     return [Cell(axis, name, replace(config, seed=seed)) for axis, name, config in variants for seed in range(seeds)]
 
 

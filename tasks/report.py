@@ -16,6 +16,7 @@ import pandas as pd
 
 from tasks.aggregate import HELPS, HURTS, Verdict, axis_rows
 from tasks.datasets import Dataset
+from tasks.explain import gate_links
 from tasks.gate import GateResult
 from tasks.gate_report import gate_section
 from tasks.grid import AXES, BASELINE_AXIS, baseline_value
@@ -36,6 +37,7 @@ figure{margin:0;max-width:110px;font-size:.75em;overflow-wrap:anywhere}figure im
 border:1px solid #ccd}figure.nopixels{border:1px dashed #ccd;padding:.3em}
 img.strip{height:48px;image-rendering:pixelated}
 table.samples th{font-weight:600;overflow-wrap:anywhere;max-width:14em}details{margin:1em 0}
+.scroll{overflow-x:auto}
 """
 
 
@@ -44,7 +46,7 @@ def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | No
     """The whole page. ``run`` holds the run's facts: id, dataset, parameters, timings, error."""
     parts = [f"<h1>Why isn't the model improving? &mdash; {escape(run['dataset'])}</h1>",
              f"<p class=muted>run {escape(run['run_id'])} &middot; {escape(run.get('started', ''))}</p>",
-             _verdict_html(run, gate, verdict)]
+             _verdict_html(run, gate, verdict, summary)]
     parts.append(_dataset_html(run, gate, data))
     if summary is not None and results is not None:
         for axis in AXES:
@@ -57,7 +59,8 @@ def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | No
             f"{escape(run['dataset'])}</title><style>{STYLE}</style></head><body>{body}</body></html>")
 
 
-def _verdict_html(run: dict, gate: GateResult | None, verdict: Verdict | None) -> str:
+def _verdict_html(run: dict, gate: GateResult | None, verdict: Verdict | None,
+                  summary: pd.DataFrame | None = None) -> str:
     if verdict is None:
         return _gate_verdict_html(run, gate)
     items = [f"<li class=helps>{_effect_line(r)}</li>" for r in verdict.helps]
@@ -65,12 +68,18 @@ def _verdict_html(run: dict, gate: GateResult | None, verdict: Verdict | None) -
     if verdict.unclear:
         names = ", ".join(escape(f"{r['variant']}") for r in verdict.unclear)
         items.append(f"<li>No clear difference from the baseline: {names}.</li>")
-    notes = "".join(f"<p class=muted>{escape(n)}</p>" for n in verdict.notes)
+    if verdict.control is not None:
+        expected = "as it should" if verdict.control["effect"] not in (HELPS, HURTS) else "which it should not"
+        items.append(f"<li>A/A control, the baseline trained twice: {_effect_line(verdict.control)}, "
+                     f"{expected}.</li>")
+    failed = {c.name for c in gate.failed} if gate else set()
+    notes = "".join(f"<p>{escape(n)}</p>" for n in gate_links(failed, summary))
+    notes += "".join(f"<p class=muted>{escape(n)}</p>" for n in verdict.notes)
     tone = "" if verdict.helps else " flat"
     return (f"<div class='verdict{tone}'><p class=headline>{escape(verdict.headline)}</p><ul>{''.join(items)}</ul>"
             f"{notes}<p class=muted>Effects are mean paired differences in best validation accuracy against the "
-            f"baseline over shared seeds, with 95% t-intervals; a change is said to help or hurt only when its "
-            f"interval excludes zero.</p></div>")
+            f"baseline over shared seeds, with 95% t-intervals and a paired test (exact permutation for up to 12 "
+            f"seeds); a change is said to help or hurt only when its interval excludes zero.</p></div>")
 
 
 def _gate_verdict_html(run: dict, gate: GateResult | None) -> str:
@@ -91,9 +100,11 @@ def _gate_verdict_html(run: dict, gate: GateResult | None) -> str:
 
 def _effect_line(row: dict) -> str:
     word = "helps" if row["effect"] == HELPS else "hurts" if row["effect"] == HURTS else row["effect"]
+    interval = ("no interval" if math.isnan(row["ci_low"])
+                else f"95% CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f}")
+    test = f", {row['test']} p = {row['p_value']:.2g}" if row.get("test") else ""
     return (f"{escape(row['variant'])} <small>({escape(row['axis'].replace('_', ' '))})</small> {word}: "
-            f"{row['delta'] * 100:+.1f} points (95% CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f}, "
-            f"{int(row['pairs'])} seeds)")
+            f"{row['delta'] * 100:+.1f} points ({interval}{test}, {int(row['pairs'])} seeds)")
 
 
 def _dataset_html(run: dict, gate: GateResult | None, data: Dataset | None) -> str:
@@ -110,14 +121,27 @@ def _axis_html(axis: str, summary: pd.DataFrame, curves: dict) -> str:
         name = f"{baseline_value(axis) or 'baseline'} (baseline)" if is_base else row["variant"]
         delta = "" if is_base else _delta_cell(row)
         effect = "" if is_base else f"<span class={row['effect'].split()[0]}>{escape(row['effect'])}</span>"
+        test = "" if is_base or not row.get("test") else f"{row['p_value']:.2g} <small>{escape(row['test'])}</small>"
         rows.append(f"<tr><td>{escape(name)}</td><td class=num>{row['scored']}/{row['cells']}</td>"
-                    f"<td class=num>{_pct(row['mean_best'])} &plusmn; {_pct(row['std_best'])}</td>"
-                    f"<td class=num>{_pct(row['mean_final'])}</td><td class=num>{delta}</td><td>{effect}</td></tr>")
+                    f"<td class=num>{_mean_ci(row, 'best')}</td><td class=num>{_pct(row['std_best'])}</td>"
+                    f"<td class=num>{_mean_ci(row, 'final')}</td><td class=num>{delta}</td><td>{test}</td>"
+                    f"<td>{effect}</td><td class=num>{_seconds(row.get('mean_seconds'))}</td></tr>")
     plot = _curves_png(axis, summary, curves)
-    return (f"<h2>{escape(axis.replace('_', ' ').capitalize())}</h2><table><tr><th>variant</th><th>seeds</th>"
-            f"<th>best val acc (mean &plusmn; sd)</th><th>final val acc</th><th>&Delta; vs baseline [95% CI]</th>"
-            f"<th>effect</th></tr>{''.join(rows)}</table>"
+    return (f"<h2>{escape(axis.replace('_', ' ').capitalize())}</h2><div class=scroll><table><tr><th>variant</th>"
+            f"<th>seeds</th><th>best val acc [95% CI]</th><th>sd</th><th>final val acc [95% CI]</th>"
+            f"<th>&Delta; vs baseline [95% CI]</th><th>p</th><th>effect</th><th>s per run</th></tr>{''.join(rows)}"
+            f"</table></div>"
             + (f"<img alt='learning curves for {escape(axis)}' src='data:image/png;base64,{plot}'>" if plot else ""))
+
+
+def _mean_ci(row: dict, which: str) -> str:
+    low, high = row[f"{which}_ci_low"], row[f"{which}_ci_high"]
+    interval = "" if math.isnan(low) else f" <small>[{low * 100:.1f}, {high * 100:.1f}]</small>"
+    return _pct(row[f"mean_{which}"]) + interval
+
+
+def _seconds(value) -> str:
+    return "&ndash;" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
 def _delta_cell(row: dict) -> str:

@@ -103,7 +103,7 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
     x_train, x_test = normalise(data.x_train[train_ok], data.x_test[test_ok], config.normalisation)
     y_train, y_test = data.y_train[train_ok], data.y_test[test_ok]
 
-    keras.utils.set_random_seed(config.seed)  # same seed, same initial weights and data order across variants
+    keras.utils.set_random_seed(config.random_seed)  # same seed, same initial weights and data order across variants
     model = build_model(x_train.shape[1:], len(data.class_names), config)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])

@@ -109,3 +109,65 @@ def test_report_of_a_failed_gate_explains_it_and_names_images():
                  "data_docs_link": "data_docs/index.html"}
     page = render_report(run, gate, None, None, None, None)
     assert "Training did not run" in page and "train/a/1.png" in page and "data_docs/index.html" in page
+
+
+def test_the_paired_test_is_an_exact_permutation_test_for_few_seeds_and_a_t_test_beyond():
+    import itertools
+
+    from scipy import stats
+
+    from tasks.aggregate import paired_test
+
+    differences = np.array([0.01, 0.02, 0.035, -0.005])
+    flips = [abs(np.mean(np.array(signs) * differences)) for signs in itertools.product([1, -1], repeat=4)]
+    expected = np.mean(np.array(flips) >= abs(differences.mean()) - 1e-12)
+    assert paired_test(differences) == ("exact permutation", pytest.approx(expected))
+    assert paired_test(np.array([0.01, 0.02, 0.03]))[1] == pytest.approx(2 / 8)  # all positive: the floor for 3
+    many = np.random.default_rng(0).normal(0.01, 0.02, 20)
+    assert paired_test(many) == ("paired t-test", pytest.approx(stats.ttest_1samp(many, 0).pvalue))
+
+
+def test_every_variant_gets_a_t_interval_of_its_mean_accuracy():
+    summary = summarise(results_table(fake_records(seeds=3)))
+    base = summary[summary["axis"] == "baseline"].iloc[0]
+    values = np.array([0.80, 0.81, 0.82])  # fake_records' baseline accuracies for seeds 0..2
+    half = 4.302652729911275 * values.std(ddof=1) / math.sqrt(3)  # t(0.975, 2)
+    assert base["best_ci_low"] == pytest.approx(values.mean() - half)
+    assert base["final_ci_high"] == pytest.approx(values.mean() + half)
+    assert set(summary["test"].dropna()) <= {"", "exact permutation"}
+
+
+def test_the_aa_control_is_the_baseline_trained_again_independently_and_kept_out_of_the_changes():
+    from tasks.grid import AA_AXIS
+
+    cells = expand_grid(axes=["dropout"], seeds=2, epochs=3, aa=True)
+    control = [c for c in cells if c.axis == AA_AXIS]
+    baseline = [c for c in cells if c.axis == "baseline"]
+    assert len(control) == 2 and [c.config.seed for c in control] == [0, 1]  # paired with the baseline's seeds
+    assert all(c.config.random_seed != b.config.random_seed for c, b in zip(control, baseline))
+    from dataclasses import replace
+
+    assert replace(control[0].config, run_copy=0) == baseline[0].config  # the same config otherwise
+    records = fake_records(seeds=3, gains={"dropout 0": 0.05})
+    for cell in expand_grid(axes=[], seeds=3, epochs=3, aa=True)[3:]:
+        noise = [0.004, -0.003, 0.001][cell.config.seed]
+        records.append(next(r for r in records if r["axis"] == "baseline" and r["seed"] == cell.config.seed)
+                       | cell.to_dict() | {"best_val_accuracy": 0.80 + 0.01 * cell.config.seed + noise})
+    summary = summarise(results_table(records))
+    outcome = verdict(summary)
+    assert outcome.control is not None and outcome.control["effect"] == UNCLEAR
+    assert AA_AXIS not in {r["axis"] for r in outcome.helps + outcome.hurts + outcome.unclear}
+    page = render_report({"dataset": "d", "run_id": "r", "status": "done"}, None, summary, outcome,
+                         mean_curves(records), results_table(records))
+    assert "A/A control, the baseline trained twice" in page and "as it should" in page
+
+
+def test_gate_findings_are_tied_to_the_effects_they_explain():
+    from tasks.explain import gate_links
+
+    summary = summarise(results_table(fake_records(seeds=3, gains={"raw 0-255": -0.2})))
+    links = gate_links({"one_pixel_scale", "train_test_leakage"}, summary)
+    assert any("normalisation axis confirms" in link and "raw 0-255 hurts" in link for link in links)
+    assert any("inflated" in link for link in links)
+    assert gate_links(set(), summary) == []
+    assert "bring every image to one scale" in gate_links({"one_dtype"}, summarise(results_table(fake_records())))[0]

@@ -152,3 +152,16 @@ def test_progress_line_counts_done_running_failed_cached_and_time():
     assert line == ("[3/10] depth: 1 block x16 seed 1 ok, best val acc 96.1% (4.2 s) | 2 running | 1 failed | "
                     "3 cached | 30 s elapsed, ~70 s left")
     assert progress_line([ok], total=1, elapsed=4.0).endswith("| 4 s elapsed")
+
+
+def test_the_aa_control_on_a_real_run_shows_no_clear_difference(prefect_server, tmp_path):
+    summary = ablation(dataset="digits", epochs=2, seeds=3, limit=200, axes=[], aa=True, out=tmp_path)
+    run_dir = tmp_path / summary["run_dir"].split("/")[-1]
+    results = pd.read_csv(run_dir / "results.csv")
+    control = results[results["axis"] == "a/a control"]
+    base = results[results["axis"] == "baseline"]
+    assert len(control) == len(base) == 3 and (results["status"] == "ok").all()
+    assert not np.allclose(control["best_val_accuracy"], base["best_val_accuracy"])  # really trained again
+    page = (run_dir / "index.html").read_text()
+    assert "A/A control, the baseline trained twice" in page
+    assert "no clear difference" in page and "as it should" in page
