@@ -42,8 +42,10 @@ table.samples th{font-weight:600;overflow-wrap:anywhere;max-width:14em}details{m
 
 
 def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | None, verdict: Verdict | None,
-                  curves: dict | None, results: pd.DataFrame | None, data: Dataset | None = None) -> str:
-    """The whole page. ``run`` holds the run's facts: id, dataset, parameters, timings, error."""
+                  curves: dict | None, results: pd.DataFrame | None, data: Dataset | None = None,
+                  diagnoses: dict | None = None) -> str:
+    """The whole page. ``run`` holds the run's facts: id, dataset, parameters, timings, error. ``diagnoses``:
+    what each variant's curves show (`tasks.diagnose`)."""
     parts = [f"<h1>Why isn't the model improving? &mdash; {escape(run['dataset'])}</h1>",
              f"<p class=muted>run {escape(run['run_id'])} &middot; {escape(run.get('started', ''))}</p>",
              _verdict_html(run, gate, verdict, summary)]
@@ -51,7 +53,7 @@ def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | No
     if summary is not None and results is not None:
         for axis in AXES:
             if (summary["axis"] == axis).any():
-                parts.append(_axis_html(axis, summary, curves or {}))
+                parts.append(_axis_html(axis, summary, curves or {}, diagnoses or {}))
         parts.append(_runs_html(results))
     parts.append(_timing_html(run))
     body = "\n".join(parts)
@@ -114,14 +116,16 @@ def _dataset_html(run: dict, gate: GateResult | None, data: Dataset | None) -> s
     return html + (gate_section(gate, data, run.get("data_docs_link")) if gate is not None else "")
 
 
-def _axis_html(axis: str, summary: pd.DataFrame, curves: dict) -> str:
-    rows = []
+def _axis_html(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -> str:
+    rows, found = [], []
     for row in axis_rows(summary, axis).to_dict("records"):
         is_base = row["axis"] == BASELINE_AXIS
         name = f"{baseline_value(axis) or 'baseline'} (baseline)" if is_base else row["variant"]
         delta = "" if is_base else _delta_cell(row)
         effect = "" if is_base else f"<span class={row['effect'].split()[0]}>{escape(row['effect'])}</span>"
         test = "" if is_base or not row.get("test") else f"{row['p_value']:.2g} <small>{escape(row['test'])}</small>"
+        found += [f"<li><b>{escape(name)}</b>: {escape(d.sentence)}</li>"
+                  for d in diagnoses.get((row["axis"], row["variant"]), [])]
         rows.append(f"<tr><td>{escape(name)}</td><td class=num>{row['scored']}/{row['cells']}</td>"
                     f"<td class=num>{_mean_ci(row, 'best')}</td><td class=num>{_pct(row['std_best'])}</td>"
                     f"<td class=num>{_mean_ci(row, 'final')}</td><td class=num>{delta}</td><td>{test}</td>"
@@ -130,7 +134,7 @@ def _axis_html(axis: str, summary: pd.DataFrame, curves: dict) -> str:
     return (f"<h2>{escape(axis.replace('_', ' ').capitalize())}</h2><div class=scroll><table><tr><th>variant</th>"
             f"<th>seeds</th><th>best val acc [95% CI]</th><th>sd</th><th>final val acc [95% CI]</th>"
             f"<th>&Delta; vs baseline [95% CI]</th><th>p</th><th>effect</th><th>s per run</th></tr>{''.join(rows)}"
-            f"</table></div>"
+            f"</table></div>" + (f"<ul class=diagnoses>{''.join(found)}</ul>" if found else "")
             + (f"<img alt='learning curves for {escape(axis)}' src='data:image/png;base64,{plot}'>" if plot else ""))
 
 

@@ -61,6 +61,7 @@ def run_record(run_dir: Path, data: dict, parameters: dict) -> dict:
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "status": "running",
         "parameters": parameters,
+        "class_count": len(classes),
         "timings": {"loading": data["seconds"]},
         "data": {
             "source": data["source"], "fingerprint": data["fingerprint"], "training images": data["train_images"],

@@ -171,3 +171,19 @@ def test_gate_findings_are_tied_to_the_effects_they_explain():
     assert any("inflated" in link for link in links)
     assert gate_links(set(), summary) == []
     assert "bring every image to one scale" in gate_links({"one_dtype"}, summarise(results_table(fake_records())))[0]
+
+
+def test_the_report_shows_each_variants_diagnoses_under_its_axis():
+    from tasks.diagnose import diagnose_all
+
+    records = fake_records(seeds=2)
+    for record in records:
+        if record["variant"] == "lr 1e-2":
+            record["history"]["val_accuracy"] = [0.1, 0.1, 0.1]  # 10 classes: chance
+    diagnoses = diagnose_all(records, classes=10, max_epochs=5)
+    assert [d.kind for d in diagnoses[("learning_rate", "lr 1e-2")]] == ["chance", "early stopping"]
+    summary = summarise(results_table(records))
+    page = render_report({"dataset": "d", "run_id": "r", "status": "done"}, None, summary, verdict(summary),
+                         mean_curves(records), results_table(records), None, diagnoses)
+    section = page[page.index("<h2>Learning rate"):]
+    assert "<b>lr 1e-2</b>: Stuck at chance: best validation accuracy 10% against 10%" in section
