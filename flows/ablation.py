@@ -23,6 +23,7 @@ from tasks.errors import GateFailed
 from tasks.grid import Cell, expand_grid
 from tasks.cell_cache import cell_keys, export_models, load_cell, save_cell
 from tasks.paths import cache_dir, default_reports_dir
+from tasks.run_facts import environment_facts
 from tasks.runs import new_run_dir, run_record
 from tasks.slots import (DEFAULT_PER_GPU, SlotPool, check_backend, cpu_count, detect_gpus, gpu_memory_mib,
                          plan_slots)
@@ -72,6 +73,7 @@ def ablation(
                                      "cell_timeout": cell_timeout, "retries": retries, "backend": backend,
                                      "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address,
                                      "aa": aa})
+    run |= {"flow_run_id": str(flow_run.id), "environment": environment_facts(backend)}
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()
@@ -99,7 +101,7 @@ def ablation(
     run["timings"] |= {"report": time.perf_counter() - report_started, "flow total": time.perf_counter() - started}
     failed = sum(record["status"] == "failed" for record in records)
     return {"run_dir": str(run_dir), "report": page, "status": run["status"], "timings": run["timings"],
-            "flow_run_id": str(flow_run.id),
+            "flow_run_id": run["flow_run_id"],
             "cells": len(records), "failed": failed, "cached": cached}
 
 

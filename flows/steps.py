@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.aggregate import mean_curves, results_table, summarise, verdict
+from tasks.aggregate import history_table, mean_curves, results_table, summarise, verdict
 from tasks.datasets import load_cache, load_dataset, save_cache
 from tasks.diagnose import diagnose_all
 from tasks.gate import GateResult, run_gate
@@ -143,6 +143,7 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
     if records:
         results = results_table(records)
         results.to_csv(run_dir / "results.csv", index=False)
+        history_table(records).to_csv(run_dir / "history.csv", index=False)
         summary = summarise(results)
         outcome = verdict(summary)
         curves = mean_curves(records)

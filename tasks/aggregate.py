@@ -29,6 +29,15 @@ def results_table(records: list[dict]) -> pd.DataFrame:
     return table.reindex(columns=RESULT_COLUMNS + config_columns + ["error_detail"])
 
 
+def history_table(records: list[dict]) -> pd.DataFrame:
+    """history.csv: one row per cell and epoch (tidy), with the cell's axis, variant and seed."""
+    rows = [{"axis": r["axis"], "variant": r["variant"], "seed": r["seed"], "epoch": epoch + 1,
+             **{key: r["history"][key][epoch] for key in r["history"]}}
+            for r in records for epoch in range(len(r["history"].get("val_accuracy", [])))]
+    return pd.DataFrame(rows, columns=["axis", "variant", "seed", "epoch", "accuracy", "val_accuracy", "loss",
+                                       "val_loss"])
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Per variant: seeds scored; mean, sd and 95% t-interval of best and final val accuracy; and against the
     baseline, the paired difference on shared seeds with its interval, a paired test and the effect label."""

@@ -1,7 +1,7 @@
 """Render the run's report: one self-contained HTML page whose first screen is the verdict.
 
 Plots are PNGs embedded as base64 data URIs and the style is inline, so the file can be mailed or archived
-alone; the only links are relative ones to files beside it (results.csv, the Data Docs).
+alone; the only links are relative ones to files beside it (results.csv, history.csv, the Data Docs).
 """
 
 from __future__ import annotations
@@ -195,13 +195,19 @@ def _runs_html(results: pd.DataFrame) -> str:
         f"<td class=num>{_pct(r['final_val_accuracy'])}</td><td class=num>{_pct(r['final_train_accuracy'])}</td>"
         f"<td class=num>{r['epochs']}</td><td class=num>{r['seconds']:.1f}</td><td>{escape(str(r['error'] or ''))}</td></tr>"
         for r in results.fillna({"error": ""}).to_dict("records"))
-    return (f"<h2>All training runs</h2><p><a href='results.csv'>results.csv</a></p><table><tr><th>axis</th>"
-            f"<th>variant</th><th>seed</th><th>status</th><th>best val</th><th>final val</th><th>final train</th>"
-            f"<th>epochs</th><th>s</th><th>error</th></tr>{rows}</table>")
+    return (f"<h2>All training runs</h2><p><a href='results.csv'>results.csv</a> (one row per run) &middot; "
+            f"<a href='history.csv'>history.csv</a> (one row per run and epoch)</p><div class=scroll><table><tr>"
+            f"<th>axis</th><th>variant</th><th>seed</th><th>status</th><th>best val</th><th>final val</th><th>final train</th>"
+            f"<th>epochs</th><th>s</th><th>error</th></tr>{rows}</table></div>")
 
 
 def _timing_html(run: dict) -> str:
+    """Run facts: where and on what it ran, its Prefect flow run, when, how long each stage took."""
     timings = run.get("timings") or {}
-    cells = "".join(f"<tr><th>{escape(k)}</th><td class=num>{v:.1f} s</td></tr>" for k, v in timings.items())
+    cells = "".join(f"<tr><th>{escape(k)}</th><td class=num>{v:.1f}{'' if k == 'slots' else ' s'}</td></tr>"
+                    for k, v in timings.items())
+    facts = {"started": run.get("started", ""), "Prefect flow run": run.get("flow_run_id", "")}
+    facts |= run.get("environment") or {}
+    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts.items() if v)
     params = escape(", ".join(f"{k}={v}" for k, v in (run.get("parameters") or {}).items()))
-    return f"<h2>Run</h2><p class=muted>{params}</p><table>{cells}</table>" if cells or params else ""
+    return f"<h2>Run</h2><table>{rows}</table><p class=muted>{params}</p><table>{cells}</table>"

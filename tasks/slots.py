@@ -93,11 +93,11 @@ def _fitting(per_gpu: int, memory_mib: int | None) -> int:
 
 def gpu_memory_mib() -> dict[str, int]:
     """Total memory per GPU id, from nvidia-smi (empty when there is none)."""
-    rows = _nvidia_smi("index,memory.total")
+    rows = nvidia_smi("index,memory.total")
     return {row[0]: int(float(row[1])) for row in rows if len(row) == 2 and row[1].replace(".", "").isdigit()}
 
 
-def _nvidia_smi(query: str) -> list[list[str]]:
+def nvidia_smi(query: str) -> list[list[str]]:
     """nvidia-smi's answer to a --query-gpu, one list of fields per GPU; none when it is missing or fails."""
     if not shutil.which("nvidia-smi"):
         return []
@@ -123,7 +123,7 @@ def detect_gpus() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    return [row[0] for row in _nvidia_smi("index")]
+    return [row[0] for row in nvidia_smi("index")]
 
 
 def cpu_count() -> int:

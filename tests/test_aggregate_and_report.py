@@ -187,3 +187,15 @@ def test_the_report_shows_each_variants_diagnoses_under_its_axis():
                          mean_curves(records), results_table(records), None, diagnoses)
     section = page[page.index("<h2>Learning rate"):]
     assert "<b>lr 1e-2</b>: Stuck at chance: best validation accuracy 10% against 10%" in section
+
+
+def test_history_table_is_tidy_one_row_per_cell_and_epoch():
+    from tasks.aggregate import history_table
+
+    records = fake_records(seeds=2, failed={"dropout/dropout 0/seed1"})
+    table = history_table(records)
+    trained = [r for r in records if r["status"] == "ok"]
+    assert len(table) == 3 * len(trained)  # fake runs have three epochs; the failed cell has none
+    assert list(table.columns) == ["axis", "variant", "seed", "epoch", "accuracy", "val_accuracy", "loss", "val_loss"]
+    first = table[(table["variant"] == "baseline") & (table["seed"] == 1)]
+    assert first["epoch"].tolist() == [1, 2, 3] and first["loss"].tolist() == [1, 0.5, 0.4]
