@@ -17,6 +17,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.aggregate import history_table, mean_curves, results_table, summarise, verdict
+from tasks.comparison_report import predictions_of
 from tasks.datasets import load_cache, load_dataset, save_cache
 from tasks.diagnose import diagnose_all
 from tasks.gate import GateResult, run_gate
@@ -139,7 +140,7 @@ def _log_failure(cell: Cell, record: dict) -> None:
 def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, run_dir: Path) -> str:
     """Aggregate the records, write results.csv and index.html, publish Prefect artifacts."""
     started = time.perf_counter()
-    summary = results = curves = outcome = diagnoses = None
+    summary = results = curves = outcome = diagnoses = predictions = None
     if records:
         results = results_table(records)
         results.to_csv(run_dir / "results.csv", index=False)
@@ -148,10 +149,11 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
         outcome = verdict(summary)
         curves = mean_curves(records)
         diagnoses = diagnose_all(records, run.get("class_count", 0), run["parameters"]["epochs"])
+        predictions = predictions_of(records)
     run = run | {"data_docs_link": "data_docs/index.html" if gate and gate.data_docs else None}
     data = load_cache(run["cache_path"]) if gate is not None else None  # to draw the gate's offending images
     page = write_atomic(run_dir / "index.html", render_report(run, gate, summary, outcome, curves, results, data,
-                                                                  diagnoses))
+                                                                  diagnoses, predictions))
     run_record = {"dataset": run["dataset"], "status": run["status"], "report": str(page),
                   "headline": outcome.headline if outcome else run.get("error") or run["status"]}
     write_atomic(run_dir / "summary.json", json.dumps(run_record | {"timings": run.get("timings")}))

@@ -24,7 +24,7 @@ HELPS, HURTS, UNCLEAR, NO_CONFIDENCE = "helps", "hurts", "no clear difference", 
 
 def results_table(records: list[dict]) -> pd.DataFrame:
     """One row per cell with the columns of results.csv first, then the cell's config."""
-    table = pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in records])
+    table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("history", "val_predictions")} for r in records])
     config_columns = [c for c in table.columns if c not in RESULT_COLUMNS + ["error_detail"]]
     return table.reindex(columns=RESULT_COLUMNS + config_columns + ["error_detail"])
 
@@ -153,26 +153,35 @@ def _describe(row) -> str:
     return f"{row['variant']} ({row['axis'].replace('_', ' ')})"
 
 
+CURVE_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss")
+
+
 def mean_curves(records: list[dict]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-    """Per (axis, variant): per-epoch mean over seeds of train and validation accuracy (early stops padded)."""
-    curves: dict[tuple[str, str], dict[str, list]] = {}
+    """Per (axis, variant) and per epoch over seeds: the mean of train and validation accuracy and loss, and the
+    band the seeds span ("<key>_low", "<key>_high"). Early-stopped runs are padded with NaN, not zero."""
+    runs: dict[tuple[str, str], list[dict]] = {}
     for record in records:
         if record["status"] in SCORED:
-            entry = curves.setdefault((record["axis"], record["variant"]), {"accuracy": [], "val_accuracy": []})
-            for key in entry:
-                entry[key].append(record["history"][key])
-    return {variant: {key: _nanmean_ragged(runs) for key, runs in entry.items()}
-            for variant, entry in curves.items()}
+            runs.setdefault((record["axis"], record["variant"]), []).append(record["history"])
+    curves = {}
+    for variant, histories in runs.items():
+        entry = {}
+        for key in CURVE_KEYS:
+            padded = _pad([h.get(key, []) for h in histories])
+            with warnings.catch_warnings():  # an epoch where every seed has NaN stays NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                entry |= {key: np.nanmean(padded, axis=0), f"{key}_low": np.nanmin(padded, axis=0),
+                          f"{key}_high": np.nanmax(padded, axis=0)}
+        curves[variant] = entry
+    return curves
 
 
-def _nanmean_ragged(runs: list[list[float]]) -> np.ndarray:
-    length = max(len(run) for run in runs)
+def _pad(runs: list[list[float]]) -> np.ndarray:
+    length = max((len(run) for run in runs), default=0)
     padded = np.full((len(runs), length), np.nan)
     for i, run in enumerate(runs):
         padded[i, :len(run)] = run
-    with warnings.catch_warnings():  # an epoch where every seed has NaN stays NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(padded, axis=0)
+    return padded
 
 
 def axis_rows(summary: pd.DataFrame, axis: str) -> pd.DataFrame:

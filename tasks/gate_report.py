@@ -19,6 +19,7 @@ from tasks.checks import CRITICAL
 from tasks.datasets import Dataset
 from tasks.gate import MAX_NAMED, CheckResult, GateResult
 from tasks.pixel_stats import min_max, pixel_scale, value_range
+from tasks.plots import figure_png, pyplot
 
 THUMBNAILS = 8  # offending images drawn per check
 SAMPLE_CLASSES, SAMPLES_PER_CLASS = 30, 8  # the per-class grid: enough to spot a wrong class, small enough to load
@@ -33,7 +34,7 @@ def gate_section(gate: GateResult, data: Dataset | None, docs_link: str | None) 
     head = (f"<h2>Data-quality gate</h2><p>Gate: <b class={status_css}>{escape(gate.status)}</b> over "
             f"{gate.images} images, suite {escape(str(suite.get('name', '')))} v{escape(str(suite.get('version', '')))}"
             f" &middot; {' &middot; '.join(links)}</p>")
-    drawer = _Drawer(data) if data is not None else None
+    drawer = ImageDrawer(data) if data is not None else None
     problems = sorted(gate.failed, key=lambda c: c.severity != CRITICAL)
     blocks = [_problem_html(check, drawer) for check in problems]
     passed = "".join(f"<tr><td>{escape(c.title)}</td><td class=muted>{escape(c.severity)}</td>"
@@ -47,7 +48,7 @@ def gate_section(gate: GateResult, data: Dataset | None, docs_link: str | None) 
     return "\n".join(parts)
 
 
-def _problem_html(check: CheckResult, drawer: _Drawer | None) -> str:
+def _problem_html(check: CheckResult, drawer: ImageDrawer | None) -> str:
     more = check.offending_count - min(len(check.offending), THUMBNAILS)
     shown = check.offending[:THUMBNAILS]
     figures = "".join(drawer.figure(path) if drawer else f"<li>{escape(path)}</li>" for path in shown)
@@ -59,7 +60,7 @@ def _problem_html(check: CheckResult, drawer: _Drawer | None) -> str:
             f"{items if shown else ''}{tail}</div>")
 
 
-class _Drawer:
+class ImageDrawer:
     """Draws images of one dataset as small inline PNGs, found by their id (path)."""
 
     def __init__(self, data: Dataset):
@@ -70,14 +71,18 @@ class _Drawer:
         scales = np.concatenate([pixel_scale(*min_max(x)) for x in (data.x_train, data.x_test)])
         self.low, self.high = value_range(scales)
 
+    def image(self, split: str, index: int, caption: str, alt: str = "") -> str:
+        """One image of a split, drawn as the model sees it, as a figure; ``caption`` is HTML, ``alt`` text."""
+        image = self.data.split(split)[0][index]
+        return (f"<figure><img alt='{escape(alt)}' src='{_png(self._eight_bit(image[None]))}'>"
+                f"<figcaption>{caption}</figcaption></figure>")
+
     def figure(self, path: str) -> str:
-        caption = f"<figcaption>{escape(path)}</figcaption>"
         if path not in self.where:  # an unreadable file or a class: no pixels to draw
             reason = self.reasons.get(path)
-            return f"<figure class=nopixels>{caption}{f'<small>{escape(reason)}</small>' if reason else ''}</figure>"
-        split, index = self.where[path]
-        image = self.data.split(split)[0][index]
-        return f"<figure><img alt='{escape(path)}' src='{_png(self._eight_bit(image[None]))}'>{caption}</figure>"
+            return (f"<figure class=nopixels><figcaption>{escape(path)}</figcaption>"
+                    f"{f'<small>{escape(reason)}</small>' if reason else ''}</figure>")
+        return self.image(*self.where[path], escape(path), alt=path)
 
     def classes_html(self) -> str:
         rows = []
@@ -94,12 +99,7 @@ class _Drawer:
                 + tail)
 
     def histogram_html(self) -> str:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7.5, 2.8), dpi=100)
+        fig, ax = pyplot().subplots(figsize=(7.5, 2.8), dpi=100)
         for i, split in enumerate(("train", "test")):
             x = self.data.split(split)[0]
             sample = x[np.linspace(0, len(x) - 1, min(len(x), HISTOGRAM_IMAGES)).astype(int)].ravel()
@@ -111,11 +111,7 @@ class _Drawer:
         ax.set(xlabel=f"pixel value ({self.data.x_train.dtype})", ylabel="share of pixels (log)",
                title="pixel values per split")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        plt.close(fig)
-        encoded = base64.b64encode(buffer.getvalue()).decode()
+        encoded = figure_png(fig)
         return (f"<h3>Pixel values</h3><img alt='pixel-value histogram per split' "
                 f"src='data:image/png;base64,{encoded}'>")
 

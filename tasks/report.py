@@ -6,8 +6,6 @@ alone; the only links are relative ones to files beside it (results.csv, history
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from html import escape
 
@@ -16,7 +14,9 @@ import pandas as pd
 
 from tasks.aggregate import HELPS, HURTS, Verdict, axis_rows
 from tasks.datasets import Dataset
+from tasks.comparison_report import comparison_section
 from tasks.explain import gate_links
+from tasks.plots import figure_png, pyplot
 from tasks.gate import GateResult
 from tasks.gate_report import gate_section
 from tasks.grid import AXES, BASELINE_AXIS, baseline_value
@@ -38,14 +38,20 @@ border:1px solid #ccd}figure.nopixels{border:1px dashed #ccd;padding:.3em}
 img.strip{height:48px;image-rendering:pixelated}
 table.samples th{font-weight:600;overflow-wrap:anywhere;max-width:14em}details{margin:1em 0}
 .scroll{overflow-x:auto}
+dl.facts{display:flex;flex-wrap:wrap;gap:.5em 2em;margin:.4em 0}dl.facts dt{font-size:.8em;color:#556}
+dl.facts dd{margin:0;font-size:1.15em;font-weight:600}
+@media (max-width:600px){body{padding:.7em;font-size:14px}h1{font-size:1.25em}}
+@media print{body{max-width:none;padding:0}h2{break-after:avoid}img,table,figure,.check{break-inside:avoid}
+a{color:inherit;text-decoration:none}.scroll{overflow:visible}}
 """
 
 
 def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | None, verdict: Verdict | None,
                   curves: dict | None, results: pd.DataFrame | None, data: Dataset | None = None,
-                  diagnoses: dict | None = None) -> str:
+                  diagnoses: dict | None = None, predictions: dict | None = None) -> str:
     """The whole page. ``run`` holds the run's facts: id, dataset, parameters, timings, error. ``diagnoses``:
-    what each variant's curves show (`tasks.diagnose`)."""
+    what each variant's curves show (`tasks.diagnose`); ``predictions``: each cell's class per validation image
+    (`tasks.comparison_report`)."""
     parts = [f"<h1>Why isn't the model improving? &mdash; {escape(run['dataset'])}</h1>",
              f"<p class=muted>run {escape(run['run_id'])} &middot; {escape(run.get('started', ''))}</p>",
              _verdict_html(run, gate, verdict, summary)]
@@ -54,10 +60,13 @@ def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | No
         for axis in AXES:
             if (summary["axis"] == axis).any():
                 parts.append(_axis_html(axis, summary, curves or {}, diagnoses or {}))
+        if verdict is not None and predictions and data is not None:
+            parts.append(comparison_section(verdict, summary, predictions, data))
         parts.append(_runs_html(results))
     parts.append(_timing_html(run))
     body = "\n".join(parts)
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Ablation report: "
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'><title>Ablation report: "
             f"{escape(run['dataset'])}</title><style>{STYLE}</style></head><body>{body}</body></html>")
 
 
@@ -78,10 +87,27 @@ def _verdict_html(run: dict, gate: GateResult | None, verdict: Verdict | None,
     notes = "".join(f"<p>{escape(n)}</p>" for n in gate_links(failed, summary))
     notes += "".join(f"<p class=muted>{escape(n)}</p>" for n in verdict.notes)
     tone = "" if verdict.helps else " flat"
-    return (f"<div class='verdict{tone}'><p class=headline>{escape(verdict.headline)}</p><ul>{''.join(items)}</ul>"
+    return (f"<div class='verdict{tone}'><p class=headline>{escape(verdict.headline)}</p>"
+            f"{_key_facts(gate, verdict, summary)}<ul>{''.join(items)}</ul>"
             f"{notes}<p class=muted>Effects are mean paired differences in best validation accuracy against the "
             f"baseline over shared seeds, with 95% t-intervals and a paired test (exact permutation for up to 12 "
-            f"seeds); a change is said to help or hurt only when its interval excludes zero.</p></div>")
+            f"seeds); a change is said to help or hurt only when its interval excludes zero. With n seeds the exact "
+            f"test cannot go below p = 2/2<sup>n</sup> (0.25 for 3 seeds): add seeds for it to agree.</p></div>")
+
+
+def _key_facts(gate: GateResult | None, verdict: Verdict, summary: pd.DataFrame | None) -> str:
+    """The first screen's three numbers: the gate's status, the baseline's accuracy, the best change's gain."""
+    facts = [("data-quality gate", gate.status if gate else "not run")]
+    base = summary[summary["axis"] == BASELINE_AXIS].to_dict("records") if summary is not None else []
+    if base:
+        facts.append(("baseline best val accuracy", _mean_ci(base[0], "best")))
+    if verdict.helps:
+        best = verdict.helps[0]
+        facts.append((f"best change: {escape(best['variant'])}", f"{best['delta'] * 100:+.1f} points "
+                      f"<small>[{best['ci_low'] * 100:+.1f}, {best['ci_high'] * 100:+.1f}]</small>"))
+    else:
+        facts.append(("best change", "none clearly better than the baseline"))
+    return "<dl class=facts>" + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts) + "</dl>"
 
 
 def _gate_verdict_html(run: dict, gate: GateResult | None) -> str:
@@ -130,11 +156,13 @@ def _axis_html(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) 
                     f"<td class=num>{_mean_ci(row, 'best')}</td><td class=num>{_pct(row['std_best'])}</td>"
                     f"<td class=num>{_mean_ci(row, 'final')}</td><td class=num>{delta}</td><td>{test}</td>"
                     f"<td>{effect}</td><td class=num>{_seconds(row.get('mean_seconds'))}</td></tr>")
-    plot = _curves_png(axis, summary, curves)
+    plot, effect = _curves_png(axis, summary, curves), _effect_png(axis, summary)
     return (f"<h2>{escape(axis.replace('_', ' ').capitalize())}</h2><div class=scroll><table><tr><th>variant</th>"
             f"<th>seeds</th><th>best val acc [95% CI]</th><th>sd</th><th>final val acc [95% CI]</th>"
             f"<th>&Delta; vs baseline [95% CI]</th><th>p</th><th>effect</th><th>s per run</th></tr>{''.join(rows)}"
             f"</table></div>" + (f"<ul class=diagnoses>{''.join(found)}</ul>" if found else "")
+            + (f"<img alt='effect of each {escape(axis)} variant' src='data:image/png;base64,{effect}'>"
+               if effect else "")
             + (f"<img alt='learning curves for {escape(axis)}' src='data:image/png;base64,{plot}'>" if plot else ""))
 
 
@@ -160,31 +188,49 @@ def _pct(value: float) -> str:
 
 
 def _curves_png(axis: str, summary: pd.DataFrame, curves: dict) -> str | None:
-    """Mean train (dashed) and validation (solid) accuracy per epoch, one colour per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Accuracy and loss per epoch, one colour per variant: validation solid with the band its seeds span,
+    training dashed (means over seeds)."""
     variants = [(r["axis"], r["variant"]) for r in axis_rows(summary, axis).to_dict("records")]
     variants = [v for v in variants if v in curves]
     if not variants:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=100)
+    fig, panels = pyplot().subplots(1, 2, figsize=(10, 3.6), dpi=100)
     for i, key in enumerate(variants):
         label = f"{baseline_value(axis)} (baseline)" if key[0] == BASELINE_AXIS else key[1]
-        epochs = np.arange(1, len(curves[key]["val_accuracy"]) + 1)
-        ax.plot(epochs, curves[key]["val_accuracy"], color=f"C{i}", label=label)
-        ax.plot(epochs, curves[key]["accuracy"], color=f"C{i}", linestyle="--", alpha=0.6)
-    ax.set(xlabel="epoch", ylabel="accuracy (mean over seeds)", title="validation (solid) and training (dashed)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+        for panel, metric in zip(panels, ("accuracy", "loss")):
+            curve = curves[key]
+            epochs = np.arange(1, len(curve[f"val_{metric}"]) + 1)
+            panel.plot(epochs, curve[f"val_{metric}"], color=f"C{i}", label=label)
+            panel.fill_between(epochs, curve[f"val_{metric}_low"], curve[f"val_{metric}_high"], color=f"C{i}",
+                               alpha=0.15, linewidth=0)
+            panel.plot(epochs, curve[metric], color=f"C{i}", linestyle="--", alpha=0.6)
+    for panel, metric in zip(panels, ("accuracy", "loss")):
+        panel.set(xlabel="epoch", ylabel=metric, title=f"{metric}: validation (band: seeds), training dashed")
+        panel.xaxis.get_major_locator().set_params(integer=True)
+        panel.grid(alpha=0.3)
+    panels[0].legend(fontsize=8, loc="lower right")
+    return figure_png(fig)
+
+
+def _effect_png(axis: str, summary: pd.DataFrame) -> str | None:
+    """Each variant's paired difference from the baseline with its 95% interval, against a line at zero."""
+    rows = [r for r in axis_rows(summary, axis).to_dict("records")
+            if r["axis"] != BASELINE_AXIS and not math.isnan(r.get("delta", math.nan))]
+    if not rows:
+        return None
+    fig, ax = pyplot().subplots(figsize=(7.5, 0.55 * len(rows) + 1.1), dpi=100)
+    for y, row in enumerate(rows):
+        colour = {HELPS: "#17692c", HURTS: "#a22"}.get(row["effect"], "#556")
+        low, high = row["ci_low"], row["ci_high"]
+        if not math.isnan(low):
+            ax.plot([low * 100, high * 100], [y, y], color=colour, linewidth=2)
+        ax.plot(row["delta"] * 100, y, "o", color=colour)
+    ax.axvline(0, color="#889", linewidth=1)
+    ax.set_yticks(range(len(rows)), [r["variant"] for r in rows])
+    ax.invert_yaxis()
+    ax.set(xlabel="change in best validation accuracy vs baseline (points, 95% CI)")
+    ax.grid(axis="x", alpha=0.3)
+    return figure_png(fig)
 
 
 def _runs_html(results: pd.DataFrame) -> str:

@@ -119,10 +119,15 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(out_dir) / "tensorboard")))
     fit = model.fit(x_train, y_train, validation_data=(x_test, y_test), epochs=config.max_epochs,
                     batch_size=config.batch_size, callbacks=callbacks, verbose=0)
-    if model_path and best.weights is not None:
+    predictions: list[int] = []
+    if best.weights is not None:
         model.set_weights(best.weights)
-        Path(model_path).parent.mkdir(parents=True, exist_ok=True)
-        model.save(model_path)
+        # The best epoch's class for every validation image: the report's confusion matrices and the images a
+        # change fixed. A few kB per cell, far less than the model.
+        predictions = model.predict(x_test, batch_size=256, verbose=0).argmax(axis=1).tolist()
+        if model_path:
+            Path(model_path).parent.mkdir(parents=True, exist_ok=True)
+            model.save(model_path)
     history = {key: [float(v) for v in fit.history.get(key, [])] for key in HISTORY_KEYS}
     diverged = any(math.isnan(v) for v in history["loss"])
     val = [v for v in history["val_accuracy"] if not math.isnan(v)]
@@ -136,6 +141,7 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
         "final_train_accuracy": history["accuracy"][-1] if history["accuracy"] else float("nan"),
         "epochs": len(history["loss"]),
         "history": history,
+        "val_predictions": predictions,
     }
 
 

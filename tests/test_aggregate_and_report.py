@@ -97,7 +97,7 @@ def test_report_puts_the_verdict_first_holds_every_variant_and_is_self_contained
     assert page.index("helps most") < page.index("Data-quality gate")
     for variant in summary["variant"]:
         assert variant in page
-    assert page.count("data:image/png;base64,") == 4  # one learning-curve plot per axis
+    assert page.count("data:image/png;base64,") == 8  # per axis: the effects with intervals, the curves
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)
 
 
@@ -199,3 +199,22 @@ def test_history_table_is_tidy_one_row_per_cell_and_epoch():
     assert list(table.columns) == ["axis", "variant", "seed", "epoch", "accuracy", "val_accuracy", "loss", "val_loss"]
     first = table[(table["variant"] == "baseline") & (table["seed"] == 1)]
     assert first["epoch"].tolist() == [1, 2, 3] and first["loss"].tolist() == [1, 0.5, 0.4]
+
+
+def test_the_best_change_section_has_confusion_matrices_and_the_images_the_change_fixed():
+    from tasks.comparison_report import comparison_section
+    from tasks.datasets import load_dataset
+
+    data = load_dataset("digits", limit=60)
+    truth = data.y_test
+    records = fake_records(seeds=2, gains={"standardise": 0.06})
+    summary = summarise(results_table(records))
+    wrong_first_five = np.where(np.arange(len(truth)) < 5, (truth + 1) % 10, truth)
+    wrong_tenth = np.where(np.arange(len(truth)) == 10, (truth + 3) % 10, truth)
+    predictions = {("baseline", "baseline", 0): wrong_first_five.tolist(),
+                   ("normalisation", "standardise", 0): wrong_tenth.tolist()}
+    section = comparison_section(verdict(summary), summary, predictions, data)
+    assert section.startswith("<h2>Best change against the baseline: standardise</h2>")
+    assert "gets 5 validation image(s) right that the baseline got wrong, and 1 wrong" in section
+    assert section.count("<figure>") == 5 and "confusion matrices" in section
+    assert f"baseline said {data.class_names[(truth[0] + 1) % 10]}" in section

@@ -32,6 +32,7 @@ def test_ablation_end_to_end_on_a_digits_slice(prefect_server, tmp_path):
     assert len(list((run_dir / "cells").glob("*/history.csv"))) == len(results)  # Keras' CSVLogger, per cell
     assert len(pd.read_csv(run_dir / "history.csv")) == results["epochs"].sum()  # tidy: a row per cell and epoch
     assert summary["flow_run_id"] in page and "Keras backend" in page and "TensorFlow" in page  # run facts
+    assert "Best change against the baseline" in page and "Images the change fixed" in page
     means = results[results["status"] == "ok"].groupby(["axis", "variant"])["best_val_accuracy"].mean()
     slugs = {f"{c.slug}.keras": (c.axis, c.variant) for c in expand_grid(seeds=2, epochs=1)}
     kept = {slugs[p.name] for p in (run_dir / "models").glob("*.keras")}
