@@ -13,7 +13,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.live_progress import GRID, status
@@ -73,7 +73,8 @@ def ablation(
                                      "cell_timeout": cell_timeout, "retries": retries, "backend": backend,
                                      "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address,
                                      "aa": aa})
-    run |= {"flow_run_id": str(flow_run.id), "environment": environment_facts(backend)}
+    run |= {"flow_run_id": str(flow_run.id), "deployment": deployment.name,
+            "environment": environment_facts(backend)}
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()

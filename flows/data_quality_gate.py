@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from prefect import flow
+from prefect.runtime import deployment, flow_run
 
 from flows.steps import gate_step, load_dataset_step, report_step
 from tasks.errors import GateFailed
@@ -33,6 +34,7 @@ def data_quality_gate(
     run_dir = new_run_dir(reports, data["name"])
     run = run_record(run_dir, data, {"image_size": image_size, "val_fraction": val_fraction, "limit": limit,
                                      "suite": suite or "default"})
+    run |= {"flow_run_id": str(flow_run.id), "deployment": deployment.name}
 
     # 2. Profile and validate
     started = time.perf_counter()

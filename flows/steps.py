@@ -24,7 +24,7 @@ from tasks.gate import GateResult, run_gate
 from tasks.grid import Cell
 from tasks.paths import cache_dir
 from tasks.report import render_report
-from tasks.runs import write_atomic, write_runs_index
+from tasks.runs import run_summary, write_atomic, write_runs_index
 from tasks.slots import CellTimedOut, PoolClosed, SlotPool, WorkerCrashed
 from tasks.stats_cache import cached_pixel_stats
 from tasks.training import failed_record
@@ -154,9 +154,8 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
     data = load_cache(run["cache_path"]) if gate is not None else None  # to draw the gate's offending images
     page = write_atomic(run_dir / "index.html", render_report(run, gate, summary, outcome, curves, results, data,
                                                                   diagnoses, predictions))
-    run_record = {"dataset": run["dataset"], "status": run["status"], "report": str(page),
-                  "headline": outcome.headline if outcome else run.get("error") or run["status"]}
-    write_atomic(run_dir / "summary.json", json.dumps(run_record | {"timings": run.get("timings")}))
+    run_record = run_summary(run, gate.status if gate else None, summary, outcome) | {"report": str(page)}
+    write_atomic(run_dir / "summary.json", json.dumps(run_record))
     write_runs_index(run_dir.parent)
     if summary is not None:
         columns = ["axis", "variant", "scored", "mean_best", "std_best", "delta", "ci_low", "ci_high", "effect"]

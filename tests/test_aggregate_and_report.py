@@ -218,3 +218,30 @@ def test_the_best_change_section_has_confusion_matrices_and_the_images_the_chang
     assert "gets 5 validation image(s) right that the baseline got wrong, and 1 wrong" in section
     assert section.count("<figure>") == 5 and "confusion matrices" in section
     assert f"baseline said {data.class_names[(truth[0] + 1) % 10]}" in section
+
+
+def test_the_runs_index_lists_every_run_newest_first_and_charts_each_deployment(tmp_path):
+    import json
+
+    from tasks.runs import write_runs_index
+
+    def run(name, started, deployment, base, gain, dataset="digits"):
+        (tmp_path / name).mkdir()
+        best = {"axis": "dropout", "variant": "dropout 0.5", "delta": gain, "ci_low": gain / 2,
+                "ci_high": gain * 1.5, "mean_best": base + gain} if gain else None
+        (tmp_path / name / "summary.json").write_text(json.dumps(
+            {"dataset": dataset, "status": "done", "started": started, "headline": f"headline {name}",
+             "gate": "pass", "deployment": deployment, "baseline_accuracy": base, "best": best}))
+
+    run("20261101-020000-digits", "2026-11-01 02:00 UTC", "ablation-nightly", 0.90, 0.02)
+    run("20261102-020000-digits", "2026-11-02 02:00 UTC", "ablation-nightly", 0.91, None)
+    run("20261102-093000-<b>x", "2026-11-02 09:30 UTC", None, 0.5, 0.1, dataset="<img src=x>")
+    (tmp_path / "20261103-000000-broken").mkdir()
+    (tmp_path / "20261103-000000-broken" / "summary.json").write_text("{not json")
+    page = write_runs_index(tmp_path).read_text()
+    order = [page.index(name) for name in ("20261102-093000", "20261102-020000", "20261101-020000")]
+    assert order == sorted(order)  # newest first; the unreadable summary is left out
+    assert "broken" not in page and "<img src=x>" not in page and "&lt;img src=x&gt;" in page
+    assert "<b>x" not in page and "&lt;b&gt;x" in page
+    assert "dropout 0.5: +2.0 points" in page and "91.0%" in page
+    assert page.count("data:image/png;base64,") == 1 and "<h2>ablation-nightly</h2>" in page  # ad hoc: no chart
