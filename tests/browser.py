@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
@@ -35,6 +35,7 @@ class PageVisit:
     requests: list[str] = field(default_factory=list)  # every URL requested but inline data: the page's own first
     images: list[dict] = field(default_factory=list)  # {"src": ..., "complete": bool, "width": naturalWidth}
     text: str = ""
+    overflow: int = 0  # how many pixels the page is wider than the window (0: no sideways scrolling)
     screenshot: Path | None = None
 
 
@@ -124,11 +125,13 @@ def _visit(devtools: str, url: str, screenshot_name: str, width: int, height: in
             "width: i.naturalWidth}))"))["result"]["value"]
         text = session.send("Runtime.evaluate", returnByValue=True,
                             expression="document.body.innerText")["result"]["value"]
+        overflow = session.send("Runtime.evaluate", returnByValue=True, expression=(
+            "document.documentElement.scrollWidth - window.innerWidth"))["result"]["value"]
         shot = base64.b64decode(session.send("Page.captureScreenshot", format="png")["data"])
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{screenshot_name}.png"
     path.write_bytes(shot)
-    return _summarise(session.events, images, text, path)
+    return replace(_summarise(session.events, images, text, path), overflow=max(0, overflow))
 
 
 def _answer(socket, message_id: int) -> dict:

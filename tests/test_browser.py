@@ -43,6 +43,13 @@ def test_the_report_renders_with_no_error_every_image_decoded_and_no_request(hos
     assert "Best change against the baseline" in visit.text and visit.screenshot.stat().st_size > 10_000
 
 
+def test_the_report_reads_on_a_phone_without_sideways_scrolling(hostile_run):
+    reports, summary = hostile_run
+    visit = open_page(reports / summary["run_dir"].split("/")[-1] / "index.html", "report-phone", width=390,
+                      height=844)
+    assert visit.overflow == 0 and visit.console_errors == []  # wide tables scroll inside their own box
+
+
 def test_the_runs_index_renders_in_the_browser(hostile_run):
     reports, summary = hostile_run
     visit = open_page(reports / "index.html", "runs-index")
