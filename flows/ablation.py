@@ -12,11 +12,13 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.runtime import deployment, flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.live_progress import GRID, status
+from flows.parameters import Axis, Epochs, Limit, PerGpu, Retries, Seconds, Seeds, Side, ValFraction
 from flows.steps import gate_step, load_dataset_step, report_step, train_cell_dask_step, train_cell_step
 from tasks.aggregate import training_times
 from tasks.errors import GateFailed
@@ -31,27 +33,33 @@ from tasks.suite import load_suite
 from tasks.training import failed_record
 
 
+# A Prefect global concurrency limit of this name, where one exists (`prefect gcl create ablation-training
+# --limit 1`), caps how many sweeps train at once across every deployment and worker on that server, so two
+# scheduled sweeps do not share (and oversubscribe) the GPUs. Without it, acquiring is a no-op.
+TRAINING_LIMIT = "ablation-training"
+
+
 # Threads only wait on training processes; the slot pool, not this number, caps how many cells train at once.
 @flow(name="ablation", task_runner=ThreadPoolTaskRunner(max_workers=64))
 def ablation(
     dataset: str = "digits",
-    epochs: int = 10,
-    seeds: int = 3,
-    axes: list[str] | None = None,
-    limit: int | None = None,
+    epochs: Epochs = 10,
+    seeds: Seeds = 3,
+    axes: list[Axis] | None = None,
+    limit: Limit | None = None,
     gate: Literal["fail", "warn"] = "fail",
     out: Path | None = None,
-    image_size: tuple[int, int] | None = None,
-    val_fraction: float = 0.2,
+    image_size: tuple[Side, Side] | None = None,
+    val_fraction: ValFraction = 0.2,
     suite: str | None = None,
     store: Path | None = None,
     fresh: bool = False,
     keep_models: bool = False,
     tensorboard: bool = False,
-    cell_timeout: float | None = None,
-    retries: int = 1,
+    cell_timeout: Seconds | None = None,
+    retries: Retries = 1,
     backend: Literal["tensorflow", "jax", "torch"] = "tensorflow",
-    per_gpu: int = DEFAULT_PER_GPU,
+    per_gpu: PerGpu = DEFAULT_PER_GPU,
     executor: Literal["local", "dask"] = "local",
     dask_address: str | None = None,
     aa: bool = False,
@@ -91,7 +99,8 @@ def ablation(
     keys = cell_keys(cells, data["fingerprint"], backend)
     options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries,
                "backend": backend, "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address}
-    records, training, cached = train_grid(cells, keys, data, run_dir, cells_dir, options)
+    with concurrency(TRAINING_LIMIT, occupy=1):  # waits while other sweeps train, if the limit exists
+        records, training, cached = train_grid(cells, keys, data, run_dir, cells_dir, options)
     export_models(records, keys, {cell.key: cell.slug for cell in cells}, cells_dir, run_dir / "models", keep_models)
     run["timings"] |= training
     run["status"] = "done"

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ablate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES,
         description="Find out why a Keras image classifier is not improving: gate the data, ablate, report.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,validate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,serve}")
     run = commands.add_parser("run", help="gate the dataset, train the ablation grid, write the report",
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     run.add_argument("--dataset", default="digits",
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                      help="scheduler of an existing Dask cluster to train on (implies --executor dask); --out or "
                           "--store must be on storage its workers share")
+    commands.add_parser("serve", help="serve the deployments of deployments/prefect.yaml from this process "
+                                      "(schedules included; no work pool or worker needed) until Ctrl-C")
     validate = commands.add_parser("validate", help="run the data-quality gate alone",
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     validate.add_argument("dataset", nargs="?", default="digits", help="'digits', a folder or an .npz file")
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
         signal.signal(signal.SIGINT, _interrupt)  # Ctrl-C
         signal.signal(signal.SIGTERM, _interrupt)  # `kill`, a scheduler's timeout: stop as cleanly as on Ctrl-C
+    if args.command == "serve":
+        return _serve()
     try:
         from tasks.datasets import resolve_source
         from tasks.suite import load_suite
@@ -159,6 +163,27 @@ def _check_out(out: Path | None) -> None:
         raise OSError(f"--out {target}: {exc.strerror or exc}") from None
     if not os.access(target, os.W_OK):
         raise OSError(f"--out {target}: not writable")
+
+
+def _serve() -> int:
+    """`ablate serve`: every deployment of deployments/prefect.yaml, served here until Ctrl-C or SIGTERM."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.serving import PREFECT_YAML, serve_all
+
+    if not PREFECT_YAML.exists():
+        print(f"ablate: error: {PREFECT_YAML} not found: `ablate serve` runs from a clone of the repository",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not PREFECT_API_URL.value():
+        print("ablate: warning: PREFECT_API_URL is not set, so the deployments live on a temporary Prefect server "
+              "that ends with this process; start `prefect server start` and set PREFECT_API_URL to keep them",
+              file=sys.stderr)
+    try:
+        serve_all()
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _check_executor(args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import deployment, flow_run
 
+from flows.parameters import Limit, Side, ValFraction
 from flows.steps import gate_step, load_dataset_step, report_step
 from tasks.errors import GateFailed
 from tasks.paths import default_reports_dir
@@ -20,9 +21,9 @@ from tasks.suite import load_suite
 def data_quality_gate(
     dataset: str = "digits",
     out: Path | None = None,
-    image_size: tuple[int, int] | None = None,
-    val_fraction: float = 0.2,
-    limit: int | None = None,
+    image_size: tuple[Side, Side] | None = None,
+    val_fraction: ValFraction = 0.2,
+    limit: Limit | None = None,
     suite: str | None = None,
 ) -> dict:
     """Validate a dataset's pixels and labels with Great Expectations; fail the run on critical problems."""

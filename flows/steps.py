@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.aggregate import history_table, mean_curves, results_table, summarise, verdict
@@ -21,9 +21,10 @@ from tasks.comparison_report import predictions_of
 from tasks.datasets import load_cache, load_dataset, save_cache
 from tasks.diagnose import diagnose_all
 from tasks.gate import GateResult, run_gate
+from tasks.gate_report import gate_markdown
 from tasks.grid import Cell
 from tasks.paths import cache_dir
-from tasks.report import render_report
+from tasks.report import render_report, verdict_markdown
 from tasks.runs import run_summary, write_atomic, write_runs_index
 from tasks.slots import CellTimedOut, PoolClosed, SlotPool, WorkerCrashed
 from tasks.stats_cache import cached_pixel_stats
@@ -74,6 +75,8 @@ def _publish_gate(result: GateResult) -> None:
             for c in sorted(result.checks, key=lambda c: (c.success, c.severity != "critical"))]
     create_table_artifact(key="data-quality-gate", table=rows,
                           description=f"data-quality gate: {result.status} over {result.images} images")
+    create_markdown_artifact(key="data-quality-gate-summary", markdown=gate_markdown(result),
+                             description=f"data-quality gate: {result.status}")
     if result.data_docs:
         create_link_artifact(key="data-quality-gate-docs", link=Path(result.data_docs).resolve().as_uri(),
                              link_text="Great Expectations Data Docs")
@@ -161,6 +164,8 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
         columns = ["axis", "variant", "scored", "mean_best", "std_best", "delta", "ci_low", "ci_high", "effect"]
         create_table_artifact(key="ablation-results", table=summary[columns].round(4).to_dict("records"),
                               description=outcome.headline)
+        create_markdown_artifact(key="ablation-verdict", markdown=verdict_markdown(
+            outcome, gate.status if gate else None, str(page)), description=outcome.headline)
     create_link_artifact(key="ablation-report", link=page.resolve().as_uri(), link_text="ablation report",
                          description=run_record["headline"])
     get_run_logger().info("report written in %.1f s: %s", time.perf_counter() - started, page)

@@ -129,3 +129,13 @@ def _png(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def gate_markdown(gate: GateResult) -> str:
+    """The gate's outcome for Prefect's UI (a markdown artifact): status, then each failing check and examples."""
+    lines = [f"### Data-quality gate: {gate.status}", "",
+             f"{gate.images} images, {len(gate.checks)} checks, {len(gate.failed)} not passed.", ""]
+    for check in sorted(gate.failed, key=lambda c: c.severity != CRITICAL):
+        examples = f" (e.g. {', '.join(f'`{p}`' for p in check.offending[:3])})" if check.offending else ""
+        lines.append(f"- **{check.title}** ({check.severity}): {check.observed}{examples}")
+    return "\n".join(lines)

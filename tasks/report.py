@@ -257,3 +257,18 @@ def _timing_html(run: dict) -> str:
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts.items() if v)
     params = escape(", ".join(f"{k}={v}" for k, v in (run.get("parameters") or {}).items()))
     return f"<h2>Run</h2><table>{rows}</table><p class=muted>{params}</p><table>{cells}</table>"
+
+
+def verdict_markdown(verdict: Verdict, gate_status: str | None, report: str) -> str:
+    """The verdict for Prefect's UI (a markdown artifact): the headline, each effect with its interval, the link."""
+    def line(row: dict) -> str:
+        interval = ("" if math.isnan(row["ci_low"])
+                    else f" (95% CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f})")
+        return (f"- **{row['variant']}** ({row['axis'].replace('_', ' ')}): {row['effect']}, "
+                f"{row['delta'] * 100:+.1f} points{interval}")
+    lines = [f"### {verdict.headline}", "", f"Data-quality gate: **{gate_status or 'not run'}**", ""]
+    lines += [line(row) for row in verdict.helps + verdict.hurts + verdict.unclear]
+    if verdict.control is not None:
+        lines.append(f"- A/A control: {line(verdict.control).removeprefix('- ')}")
+    lines += [""] + verdict.notes + ["", f"Report: `{report}`"]
+    return "\n".join(lines)

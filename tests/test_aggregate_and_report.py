@@ -245,3 +245,20 @@ def test_the_runs_index_lists_every_run_newest_first_and_charts_each_deployment(
     assert "<b>x" not in page and "&lt;b&gt;x" in page
     assert "dropout 0.5: +2.0 points" in page and "91.0%" in page
     assert page.count("data:image/png;base64,") == 1 and "<h2>ablation-nightly</h2>" in page  # ad hoc: no chart
+
+
+def test_the_verdict_and_the_gate_as_markdown_for_prefects_ui():
+    from tasks.gate_report import gate_markdown
+    from tasks.report import verdict_markdown
+
+    summary = summarise(results_table(fake_records(gains={"standardise": 0.06})))
+    text = verdict_markdown(verdict(summary), "pass", "/r/index.html")
+    assert text.startswith("### standardise (normalisation) helps most")
+    assert "- **standardise** (normalisation): helps, +6.2 points (95% CI" in text
+    assert "Data-quality gate: **pass**" in text and text.endswith("Report: `/r/index.html`")
+    gate = GateResult("fail", [CheckResult("one_pixel_scale", "critical", False, "3 of 100 images", "why",
+                                           ["train/a/1.png", "train/a/2.png"], 3),
+                               CheckResult("no_nan_pixels", "critical", True, "0 of 100 images", "why")], 100)
+    text = gate_markdown(gate)
+    assert text.startswith("### Data-quality gate: fail") and "1 not passed" in text
+    assert "- **one pixel scale** (critical): 3 of 100 images (e.g. `train/a/1.png`, `train/a/2.png`)" in text
