@@ -94,7 +94,7 @@ def ablation(
         page = report_step(run, checked, None, run_dir)
         raise GateFailed(f"{run['error']} (report: {page})", page)
 
-    # 3. Train every cell of the grid in the slot pool
+    # 3. Train every cell of the grid: the local slot pool or a Dask cluster (--executor)
     cells_dir = cache_dir(Path(store) if store else reports) / "cells"
     keys = cell_keys(cells, data["fingerprint"], backend)
     options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries,
