@@ -74,7 +74,7 @@ def ablation(
     # 1. Load the dataset once and cache it for the training processes
     data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)
     run_dir = new_run_dir(reports, data["name"])
-    run = run_record(run_dir, data, {"epochs": epochs, "seeds": seeds, "axes": axes or "all", "limit": limit,
+    run = run_record(run_dir, data, {"epochs": epochs, "seeds": seeds, "axes": axes or "default", "limit": limit,
                                      "gate": gate, "image_size": image_size, "val_fraction": val_fraction,
                                      "suite": suite or "default", "fresh": fresh,
                                      "keep_models": keep_models, "tensorboard": tensorboard,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tasks.errors import EXIT_BAD_INPUT, AblationError
-from tasks.grid import AXES
+from tasks.grid import AXES, DEFAULT_AXES
 from tasks.paths import default_reports_dir
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal's number, as shells report it
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=_positive, default=10, help="epochs per training run (default: 10)")
     run.add_argument("--seeds", type=_positive, default=3, help="seeds per variant (default: 3)")
     run.add_argument("--axes", type=_axes, nargs="+", default=None, metavar="AXIS",
-                     help=f"axes to ablate, space- or comma-separated (default: all of {', '.join(AXES)})")
+                     help=f"axes to ablate, space- or comma-separated (default: the article's "
+                          f"{', '.join(DEFAULT_AXES)}; also {', '.join(a for a in AXES if a not in DEFAULT_AXES)})")
     run.add_argument("--gate", choices=["fail", "warn"], default="fail",
                      help="on critical data problems: stop before training (fail, default) or train anyway (warn)")
     run.add_argument("--aa", action="store_true",

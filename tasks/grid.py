@@ -11,6 +11,9 @@ import re
 from dataclasses import asdict, dataclass, replace
 
 NORMALISATIONS = ("raw", "scale", "standardise")  # 0-255 as loaded / divided by 255 / per-channel z-score
+OPTIMIZERS = ("adam", "sgd", "adamw")  # sgd: with momentum 0.9
+LR_SCHEDULES = ("constant", "cosine", "plateau")  # plateau: ReduceLROnPlateau on validation loss
+AUGMENTATIONS = ("flip", "translate", "rotate", "zoom")
 
 
 @dataclass(frozen=True)
@@ -20,11 +23,20 @@ class TrainConfig:
     normalisation: str = "scale"
     conv_filters: tuple[int, ...] = (32,)  # one 3x3 conv + 2x2 max-pool block per entry
     dense_units: int = 0  # a hidden Dense layer before the classifier (0: none)
-    learning_rate: float = 1e-3  # Adam
+    learning_rate: float = 1e-3
     dropout: float = 0.2  # before the classifier
     batch_size: int = 32
     max_epochs: int = 10  # EarlyStopping may end sooner; results record the epochs actually run
     patience: int = 3  # EarlyStopping on validation loss; long enough to ride out one noisy epoch
+    early_stopping: bool = True
+    optimizer: str = "adam"  # one of OPTIMIZERS
+    weight_decay: float = 0.0  # decoupled weight decay, as Keras 3 optimizers apply it
+    lr_schedule: str = "constant"  # one of LR_SCHEDULES
+    warmup_epochs: int = 0  # linear warm-up from 0 to learning_rate (cosine schedule)
+    batch_norm: bool = False  # BatchNormalization after each convolution, before its ReLU
+    augmentation: tuple[str, ...] = ()  # of AUGMENTATIONS: Keras preprocessing layers, active in training only
+    width: float = 1.0  # multiplies every conv and dense layer's units
+    input_scale: float = 1.0  # images resized by this factor inside the model (a Resizing layer)
     seed: int = 0
     # 0 for every cell but the A/A control's second run of the baseline (1): it draws its initial weights and
     # data order from seed + SEED_STRIDE, an independent run of the same config, still paired by ``seed``.
@@ -61,6 +73,55 @@ AXES: dict[str, dict[str, dict]] = {
         "dropout 0.5": {"dropout": 0.5},
     },
 }
+# The source article's four levers: the default grid. The others are there to ask for (--axes).
+DEFAULT_AXES = ("normalisation", "depth", "learning_rate", "dropout")
+AXES |= {
+    "augmentation": {
+        "no augmentation": {"augmentation": ()},
+        "flip": {"augmentation": ("flip",)},
+        "flip, translate, rotate, zoom": {"augmentation": ("flip", "translate", "rotate", "zoom")},
+    },
+    "batch_norm": {
+        "no batch norm": {"batch_norm": False},
+        "batch norm": {"batch_norm": True},
+    },
+    "optimizer": {
+        "SGD momentum 0.9": {"optimizer": "sgd"},
+        "Adam": {"optimizer": "adam"},
+        "AdamW wd 1e-4": {"optimizer": "adamw", "weight_decay": 1e-4},
+    },
+    "weight_decay": {
+        "no weight decay": {"weight_decay": 0.0},
+        "wd 1e-4": {"weight_decay": 1e-4},
+        "wd 1e-3": {"weight_decay": 1e-3},
+    },
+    "lr_schedule": {
+        "constant": {"lr_schedule": "constant", "warmup_epochs": 0},
+        "cosine": {"lr_schedule": "cosine"},
+        "cosine, 1 warm-up epoch": {"lr_schedule": "cosine", "warmup_epochs": 1},
+        "reduce on plateau": {"lr_schedule": "plateau"},
+    },
+    "early_stopping": {
+        "no early stopping": {"early_stopping": False},
+        "early stopping, patience 3": {"early_stopping": True, "patience": 3},
+        "early stopping, patience 1": {"early_stopping": True, "patience": 1},
+    },
+    "batch_size": {
+        "batch 16": {"batch_size": 16},
+        "batch 32": {"batch_size": 32},
+        "batch 128": {"batch_size": 128},
+    },
+    "resolution": {
+        "half resolution": {"input_scale": 0.5},
+        "as loaded": {"input_scale": 1.0},
+        "double resolution": {"input_scale": 2.0},
+    },
+    "width": {
+        "half width": {"width": 0.5},
+        "width x1": {"width": 1.0},
+        "double width": {"width": 2.0},
+    },
+}
 BASELINE_AXIS = "baseline"
 AA_AXIS, AA_VARIANT = "a/a control", "baseline, second run"  # --aa: the baseline trained again, independently
 
@@ -88,13 +149,13 @@ class Cell:
 
 def expand_grid(axes: list[str] | None = None, seeds: int = 3, epochs: int = 10,
                 baseline: TrainConfig = BASELINE, aa: bool = False) -> list[Cell]:
-    """Baseline plus every one-factor change on ``axes``, each for seeds 0..seeds-1.
+    """Baseline plus every one-factor change on ``axes`` (default: DEFAULT_AXES), each for seeds 0..seeds-1.
 
     A value equal to the baseline is the baseline itself and is not trained again. With ``aa``, the A/A
     control: the baseline's config trained a second time under another name, which must show no clear
     difference from the baseline (if it does, the seeds' noise is larger than the intervals allow for).
     """
-    axes = list(AXES) if axes is None else axes
+    axes = list(DEFAULT_AXES) if axes is None else axes
     unknown = [a for a in axes if a not in AXES]
     if unknown:
         raise ValueError(f"unknown axis {', '.join(unknown)}; choose from {', '.join(AXES)}")

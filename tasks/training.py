@@ -81,7 +81,41 @@ def train_cell(cell: dict, dataset_path: str, out_dir: str | None = None, model_
 def config_of(cell: dict) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in cell.items() if k in names}
-    return TrainConfig(**values | {"conv_filters": tuple(values.get("conv_filters", (32,)))})
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})  # JSON: lists
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int):
+    """The config's optimiser, learning rate (or schedule) and weight decay."""
+    import keras
+
+    rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        warmup = config.warmup_epochs * steps_per_epoch
+        rate = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else config.learning_rate, decay_steps=max(1, config.max_epochs * steps_per_epoch - warmup),
+            warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+    elif config.lr_schedule not in ("constant", "plateau"):
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
+    decay = config.weight_decay or None
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(rate, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=0.9, weight_decay=decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def schedule_callbacks(config: TrainConfig) -> list:
+    """NaN stop always; early stopping and reduce-on-plateau as the config says."""
+    import keras
+
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
+    if config.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1))
+    return callbacks
 
 
 def failed_record(cell: dict, error: str, detail: str = "") -> dict:
@@ -105,11 +139,11 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
 
     keras.utils.set_random_seed(config.random_seed)  # same seed, same initial weights and data order across variants
     model = build_model(x_train.shape[1:], len(data.class_names), config)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     best = _best_weights_callback()
-    callbacks = [keras.callbacks.TerminateOnNaN(),
-                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience), best]
+    callbacks = [*schedule_callbacks(config), best]
     if time_limit is not None:
         callbacks.append(_time_limit_callback(time_limit))
     if out_dir:

@@ -108,7 +108,7 @@ def test_validate_exit_1_on_critical_failure_and_0_on_clean_data(prefect_server,
     assert passed.returncode == 0 and "report: " in passed.stdout
 
 
-@pytest.mark.parametrize("args", [["run", "--epochs", "0"], ["run", "--axes", "width"], ["run", "--image-size", "x"],
+@pytest.mark.parametrize("args", [["run", "--epochs", "0"], ["run", "--axes", "height"], ["run", "--image-size", "x"],
                                   ["validate", "--image-size", "100000"], ["run", "--val-fraction", "1.5"],
                                   ["frobnicate"]])
 def test_usage_errors_exit_2(args):

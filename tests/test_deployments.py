@@ -44,7 +44,7 @@ def test_every_deployment_loads_its_entrypoint_and_has_the_documented_schedule()
 def test_a_bad_parameter_fails_the_flow_run_at_once_naming_it(prefect_server):
     from flows.ablation import ablation
 
-    state = ablation(epochs=0, axes=["width"], return_state=True)
+    state = ablation(epochs=0, axes=["height"], return_state=True)
     assert state.is_failed()
     assert "epochs: Input should be greater than or equal to 1" in state.message and "axes.0" in state.message
 

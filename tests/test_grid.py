@@ -1,11 +1,11 @@
 import pytest
 
-from tasks.grid import AXES, BASELINE, BASELINE_AXIS, baseline_value, expand_grid
+from tasks.grid import AXES, BASELINE, BASELINE_AXIS, DEFAULT_AXES, baseline_value, expand_grid
 
 
 def test_default_grid_is_baseline_plus_two_changes_per_axis_over_three_seeds():
     cells = expand_grid()
-    assert len(cells) == (1 + 2 * len(AXES)) * 3 == 27
+    assert len(cells) == (1 + 2 * len(DEFAULT_AXES)) * 3 == 27  # the article's four levers
     assert sum(c.axis == BASELINE_AXIS for c in cells) == 3  # shared, not trained once per axis
     assert len({c.key for c in cells}) == 27
 
@@ -13,7 +13,12 @@ def test_default_grid_is_baseline_plus_two_changes_per_axis_over_three_seeds():
 def test_each_variant_changes_exactly_its_axis():
     fields = {"normalisation": {"normalisation"}, "depth": {"conv_filters", "dense_units"},
               "learning_rate": {"learning_rate"}, "dropout": {"dropout"}}
-    for cell in expand_grid(seeds=1, epochs=4):
+    fields |= {"augmentation": {"augmentation"}, "batch_norm": {"batch_norm"}, "weight_decay": {"weight_decay"},
+               "optimizer": {"optimizer", "weight_decay"}, "lr_schedule": {"lr_schedule", "warmup_epochs"},
+               "early_stopping": {"early_stopping", "patience"}, "batch_size": {"batch_size"},
+               "resolution": {"input_scale"}, "width": {"width"}}
+    assert set(fields) == set(AXES)
+    for cell in expand_grid(list(AXES), seeds=1, epochs=4):
         changed = {k for k, v in vars(cell.config).items() if getattr(BASELINE, k) != v} - {"max_epochs"}
         assert changed <= fields.get(cell.axis, set()) and (cell.axis == BASELINE_AXIS) == (not changed)
         assert cell.config.max_epochs == 4
@@ -27,10 +32,14 @@ def test_axes_subset_and_seeds():
 
 def test_unknown_axis_and_bad_counts_are_errors():
     with pytest.raises(ValueError, match="unknown axis"):
-        expand_grid(["width"])
+        expand_grid(["height"])
     with pytest.raises(ValueError):
         expand_grid(seeds=0)
 
 
-def test_baseline_takes_the_middle_value_of_every_axis():
-    assert [baseline_value(a) for a in AXES] == [list(AXES[a])[1] for a in AXES]
+def test_baseline_takes_the_middle_value_of_the_default_axes_and_one_value_of_every_axis():
+    assert [baseline_value(a) for a in DEFAULT_AXES] == [list(AXES[a])[1] for a in DEFAULT_AXES]
+    for axis, values in AXES.items():  # exactly one value of each axis is the baseline itself
+        from dataclasses import replace
+
+        assert sum(replace(BASELINE, **change) == BASELINE for change in values.values()) == 1, axis

@@ -102,3 +102,56 @@ def test_a_cell_past_its_time_limit_stops_between_batches_and_fails_as_timed_out
     record = train_cell(cell, tiny_dataset, time_limit=0.5)
     assert record["status"] == "failed" and record["error"] == "timed out after 0.5 s (--cell-timeout)"
     assert record["seconds"] < 20  # 50 epochs would take far longer: training stopped at the limit
+
+
+def test_each_new_axis_changes_the_built_model_as_it_claims():
+    from tasks.grid import AXES
+    from tasks.models import build_model
+
+    def model(axis, variant):
+        return build_model((16, 16, 3), 4, replace(BASELINE, **AXES[axis][variant]))
+
+    assert "BatchNormalization" in layer_types(model("batch_norm", "batch norm"))
+    assert "BatchNormalization" not in layer_types(model("batch_norm", "no batch norm"))
+    augmented = layer_types(model("augmentation", "flip, translate, rotate, zoom"))
+    assert augmented[1:5] == ["RandomFlip", "RandomTranslation", "RandomRotation", "RandomZoom"]
+    assert not any(t.startswith("Random") for t in layer_types(model("augmentation", "no augmentation")))
+    conv = lambda m: [layer for layer in m.layers if type(layer).__name__ == "Conv2D"][0]  # noqa: E731
+    assert conv(model("width", "double width")).filters == 64 and conv(model("width", "half width")).filters == 16
+    resized = model("resolution", "half resolution")
+    assert resized.get_layer("resize").output.shape[1:3] == (8, 8)
+    assert "Resizing" not in layer_types(model("resolution", "as loaded"))
+
+
+def test_optimiser_schedule_and_early_stopping_axes_change_the_training():
+    import keras
+
+    from tasks.grid import AXES
+    from tasks.training import make_optimizer, schedule_callbacks
+
+    def config(axis, variant):
+        return replace(BASELINE, **AXES[axis][variant])
+
+    sgd = make_optimizer(config("optimizer", "SGD momentum 0.9"), 10)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.get_config()["momentum"] == 0.9
+    adamw = make_optimizer(config("optimizer", "AdamW wd 1e-4"), 10)
+    assert isinstance(adamw, keras.optimizers.AdamW) and adamw.get_config()["weight_decay"] == 1e-4
+    assert make_optimizer(config("weight_decay", "wd 1e-3"), 10).get_config()["weight_decay"] == 1e-3
+    assert make_optimizer(BASELINE, 10).get_config()["weight_decay"] is None
+    cosine = make_optimizer(config("lr_schedule", "cosine, 1 warm-up epoch"), 10).learning_rate
+    warm = keras.optimizers.schedules.CosineDecay
+    assert isinstance(make_optimizer(config("lr_schedule", "cosine"), 10)._learning_rate, warm)
+    assert float(cosine) == 0.0  # step 0 of a warm-up starts from zero
+    kinds = lambda c: [type(cb).__name__ for cb in schedule_callbacks(c)]  # noqa: E731
+    assert kinds(BASELINE) == ["TerminateOnNaN", "EarlyStopping"]
+    assert kinds(config("early_stopping", "no early stopping")) == ["TerminateOnNaN"]
+    assert "ReduceLROnPlateau" in kinds(config("lr_schedule", "reduce on plateau"))
+
+
+def test_every_new_axis_trains_end_to_end_on_a_tiny_slice(tiny_dataset):
+    from tasks.grid import AXES, DEFAULT_AXES
+
+    extra = [axis for axis in AXES if axis not in DEFAULT_AXES]
+    for cell in expand_grid(extra, seeds=1, epochs=1)[1:]:
+        record = train_cell(cell.to_dict(), tiny_dataset)
+        assert record["status"] == "ok", (cell.key, record["error"], record["error_detail"])
