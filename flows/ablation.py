@@ -23,6 +23,7 @@ from flows.steps import gate_step, load_dataset_step, report_step, train_cell_da
 from tasks.aggregate import training_times
 from tasks.errors import GateFailed
 from tasks.grid import Cell, expand_grid
+from tasks.grid_file import grid_cells, load_grid
 from tasks.cell_cache import cell_keys, export_models, load_cell, save_cell
 from tasks.paths import cache_dir, default_reports_dir
 from tasks.run_facts import environment_facts
@@ -63,12 +64,20 @@ def ablation(
     executor: Literal["local", "dask"] = "local",
     dask_address: str | None = None,
     aa: bool = False,
+    grid: str | None = None,
 ) -> dict:
-    """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report."""
+    """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report.
+
+    ``grid``: a grid file (TOML or YAML, `tasks.grid_file`) whose baseline, axes, seeds, epochs and mode replace
+    ``axes``, ``seeds`` and ``epochs``."""
     started = time.perf_counter()
     checks = load_suite(suite)  # a bad suite file or a missing backend fails the run before any work
     check_backend(backend)
-    cells = expand_grid(axes, seeds, epochs, aa=aa)
+    if grid:
+        spec = load_grid(grid)  # a bad file fails the run before any work, naming the key
+        cells, epochs, seeds, axes = grid_cells(spec, aa), spec.baseline.epochs, spec.seeds, list(spec.axes)
+    else:
+        cells = expand_grid(axes, seeds, epochs, aa=aa)
     reports = Path(out) if out else default_reports_dir()
 
     # 1. Load the dataset once and cache it for the training processes
@@ -80,7 +89,7 @@ def ablation(
                                      "keep_models": keep_models, "tensorboard": tensorboard,
                                      "cell_timeout": cell_timeout, "retries": retries, "backend": backend,
                                      "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address,
-                                     "aa": aa})
+                                     "aa": aa, "grid": grid})
     run |= {"flow_run_id": str(flow_run.id), "deployment": deployment.name,
             "environment": environment_facts(backend)}
 

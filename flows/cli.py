@@ -32,14 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ablate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES,
         description="Find out why a Keras image classifier is not improving: gate the data, ablate, report.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,serve}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,grid,validate,serve}")
     run = commands.add_parser("run", help="gate the dataset, train the ablation grid, write the report",
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     run.add_argument("--dataset", default="digits",
                      help="'digits' (built in), a folder with train/<class>/* [and test/<class>/*], or an .npz "
                           "with x_train, y_train, x_test, y_test (default: digits)")
-    run.add_argument("--epochs", type=_positive, default=10, help="epochs per training run (default: 10)")
-    run.add_argument("--seeds", type=_positive, default=3, help="seeds per variant (default: 3)")
+    run.add_argument("--epochs", type=_positive, default=None, help="epochs per training run (default: 10)")
+    run.add_argument("--seeds", type=_positive, default=None, help="seeds per variant (default: 3)")
+    run.add_argument("--grid", type=Path, default=None, metavar="FILE",
+                     help="a grid file (TOML or YAML): baseline, axes and values, seeds, one-factor or factorial "
+                          "mode; replaces --axes, --epochs and --seeds (see examples/ablation.toml)")
     run.add_argument("--axes", type=_axes, nargs="+", default=None, metavar="AXIS",
                      help=f"axes to ablate, space- or comma-separated (default: the article's "
                           f"{', '.join(DEFAULT_AXES)}; also {', '.join(a for a in AXES if a not in DEFAULT_AXES)})")
@@ -69,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                      help="scheduler of an existing Dask cluster to train on (implies --executor dask); --out or "
                           "--store must be on storage its workers share")
+    grid = commands.add_parser("grid", help="list the cells a grid file expands to, their count and an estimate "
+                                             "of the training time, without training")
+    grid.add_argument("--grid", type=Path, required=True, metavar="FILE", help="the grid file (TOML or YAML)")
+    grid.add_argument("--aa", action="store_true", help="include the A/A control")
+    grid.add_argument("--out", type=Path, default=None,
+                      help="reports folder whose finished cells calibrate the estimate (default: ./reports)")
     commands.add_parser("serve", help="serve the deployments of deployments/prefect.yaml from this process "
                                       "(schedules included; no work pool or worker needed) until Ctrl-C")
     validate = commands.add_parser("validate", help="run the data-quality gate alone",
@@ -95,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)  # `kill`, a scheduler's timeout: stop as cleanly as on Ctrl-C
     if args.command == "serve":
         return _serve()
+    if args.command == "grid":
+        return _print_grid(args)
     try:
         from tasks.datasets import resolve_source
         from tasks.suite import load_suite
@@ -108,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
             check_backend(args.backend)
             _check_executor(args)
+            _check_grid(args)
         with _one_line_errors():
             summary = _run(args)
     except AblationError as exc:
@@ -187,6 +199,41 @@ def _serve() -> int:
     return 0
 
 
+def _check_grid(args: argparse.Namespace) -> None:
+    """--grid brings its own axes, epochs and seeds: a second source is a conflict, said at once."""
+    if args.grid is None:
+        args.epochs, args.seeds = args.epochs or 10, args.seeds or 3
+        return
+    given = [flag for flag, value in (("--axes", args.axes), ("--epochs", args.epochs), ("--seeds", args.seeds))
+             if value is not None]
+    if given:
+        raise AblationError(f"--grid sets the axes, epochs and seeds itself; drop {', '.join(given)}")
+    from tasks.grid_file import load_grid
+
+    load_grid(args.grid)
+
+
+def _print_grid(args: argparse.Namespace) -> int:
+    """`ablate grid`: the cells, their count and a rough time estimate; exit 2 on a bad file."""
+    from tasks.grid_file import grid_cells, load_grid
+    from tasks.grid_estimate import estimate
+
+    try:
+        spec = load_grid(args.grid)
+    except AblationError as exc:
+        print(f"ablate: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    cells = grid_cells(spec, args.aa)
+    variants = list(dict.fromkeys((cell.axis, cell.variant) for cell in cells))
+    width = max(len(axis) for axis, _ in variants)
+    for axis, variant in variants:
+        print(f"{axis:<{width}}  {variant}")
+    print(f"\n{len(variants)} variants x {spec.seeds} seeds = {len(cells)} cells, mode {spec.mode}, up to "
+          f"{spec.baseline.epochs} epochs each")
+    print(estimate(cells, args.out or default_reports_dir()))
+    return 0
+
+
 def _check_executor(args: argparse.Namespace) -> None:
     """--dask-address implies --executor dask; check the scheduler answers before Prefect starts."""
     if args.dask_address and args.executor == "local":
@@ -212,11 +259,12 @@ def _run(args: argparse.Namespace) -> dict:
 
     axes = [axis for group in args.axes for axis in group] if args.axes else None
     with LiveDisplay():  # on a terminal: the grid's progress redrawn in place below the log lines
-        return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate,
+        return ablation(**common, epochs=args.epochs or 10, seeds=args.seeds or 3, axes=axes, gate=args.gate,
                         store=args.store, fresh=args.fresh, keep_models=args.keep_models,
                         tensorboard=args.tensorboard, cell_timeout=args.cell_timeout, retries=args.retries,
                         backend=args.backend, per_gpu=args.per_gpu, executor=args.executor,
-                        dask_address=args.dask_address, aa=args.aa)
+                        dask_address=args.dask_address, aa=args.aa,
+                        grid=str(args.grid) if args.grid else None)
 
 
 def _start_prefect_while_importing_great_expectations() -> None:

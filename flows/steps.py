@@ -151,7 +151,7 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
         summary = summarise(results)
         outcome = verdict(summary)
         curves = mean_curves(records)
-        diagnoses = diagnose_all(records, run.get("class_count", 0), run["parameters"]["epochs"])
+        diagnoses = diagnose_all(records, run.get("class_count", 0))
         predictions = predictions_of(records)
     run = run | {"data_docs_link": "data_docs/index.html" if gate and gate.data_docs else None}
     data = load_cache(run["cache_path"]) if gate is not None else None  # to draw the gate's offending images

@@ -185,11 +185,20 @@ def _pad(runs: list[list[float]]) -> np.ndarray:
 
 
 def axis_rows(summary: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """The baseline and the variants of one axis, in the axis's declared order, the baseline in its place."""
-    order = {name: i for i, name in enumerate(AXES[axis])}
+    """The baseline and the variants of one axis, in the axis's declared order with the baseline in its place
+    (a grid file's axis: the baseline first, then the file's order)."""
     rows = summary[(summary["axis"] == axis) | (summary["axis"] == BASELINE_AXIS)].copy()
-    rows["order"] = rows["variant"].map(order).fillna(order.get(baseline_value(axis), -1))
-    return rows.sort_values("order").drop(columns="order")
+    order = {name: i for i, name in enumerate(AXES.get(axis, {}))}
+    position = [order.get(variant, len(order) + i) for i, variant in enumerate(rows["variant"])]
+    rows["order"] = [order.get(baseline_value(axis), -1) if axis_name == BASELINE_AXIS else at
+                     for axis_name, at in zip(rows["axis"], position)]
+    return rows.sort_values("order", kind="stable").drop(columns="order")
+
+
+def axes_in(summary: pd.DataFrame) -> list[str]:
+    """The axes a summary holds, built-in ones in their usual order, then a grid file's, then the factorial."""
+    present = [axis for axis in dict.fromkeys(summary["axis"]) if axis not in (BASELINE_AXIS, AA_AXIS)]
+    return sorted(present, key=lambda axis: (list(AXES).index(axis) if axis in AXES else len(AXES)))
 
 
 def training_times(records: list[dict], slots: int, wall: float) -> dict[str, float]:

@@ -111,10 +111,13 @@ def _isnan(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def diagnose_all(records: list[dict], classes: int, max_epochs: int) -> dict[tuple[str, str], list[Diagnosis]]:
-    """Diagnoses per (axis, variant), from its trained (ok or diverged) seeds."""
+def diagnose_all(records: list[dict], classes: int,
+                 max_epochs: int | None = None) -> dict[tuple[str, str], list[Diagnosis]]:
+    """Diagnoses per (axis, variant), from its trained (ok or diverged) seeds; ``max_epochs`` defaults to what
+    each variant's records say (a grid file may vary it)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for record in records:
         if record["status"] in ("ok", "diverged"):
             groups.setdefault((record["axis"], record["variant"]), []).append(record)
-    return {variant: diagnose(group, classes, max_epochs) for variant, group in groups.items()}
+    return {variant: diagnose(group, classes, max_epochs or int(group[0].get("max_epochs", 0)))
+            for variant, group in groups.items()}

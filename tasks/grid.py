@@ -175,5 +175,7 @@ def expand_grid(axes: list[str] | None = None, seeds: int = 3, epochs: int = 10,
 
 def baseline_value(axis: str, baseline: TrainConfig = BASELINE) -> str | None:
     """The name of the value on ``axis`` that the baseline takes (e.g. "divide by 255"), if any."""
+    if axis not in AXES:  # a grid file's axis, or the factorial one
+        return None
     return next((name for name, change in AXES[axis].items()
                  if replace(baseline, **change) == baseline), None)

@@ -12,14 +12,14 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-from tasks.aggregate import HELPS, HURTS, Verdict, axis_rows
+from tasks.aggregate import HELPS, HURTS, Verdict, axes_in, axis_rows
 from tasks.datasets import Dataset
 from tasks.comparison_report import comparison_section
 from tasks.explain import gate_links
 from tasks.plots import figure_png, pyplot
 from tasks.gate import GateResult
 from tasks.gate_report import gate_section
-from tasks.grid import AXES, BASELINE_AXIS, baseline_value
+from tasks.grid import BASELINE_AXIS, baseline_value
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1.5em;color:#1d232a}
@@ -57,9 +57,8 @@ def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | No
              _verdict_html(run, gate, verdict, summary)]
     parts.append(_dataset_html(run, gate, data))
     if summary is not None and results is not None:
-        for axis in AXES:
-            if (summary["axis"] == axis).any():
-                parts.append(_axis_html(axis, summary, curves or {}, diagnoses or {}))
+        for axis in axes_in(summary):
+            parts.append(_axis_html(axis, summary, curves or {}, diagnoses or {}))
         if verdict is not None and predictions and data is not None:
             parts.append(comparison_section(verdict, summary, predictions, data))
         parts.append(_runs_html(results))

@@ -168,3 +168,18 @@ def test_the_aa_control_on_a_real_run_shows_no_clear_difference(prefect_server, 
     page = (run_dir / "index.html").read_text()
     assert "A/A control, the baseline trained twice" in page
     assert "no clear difference" in page and "as it should" in page
+
+
+def test_a_factorial_grid_file_runs_through_the_whole_flow(prefect_server, tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text('seeds = 2\nmode = "factorial"\n[baseline]\nepochs = 1\n'
+                    '[axes]\nlearning_rate = [1e-2, 1e-3]\noptimizer = ["adam", "sgd"]\n')
+    summary = ablation(dataset="digits", limit=100, grid=str(grid), out=tmp_path / "r")
+    run_dir = tmp_path / "r" / summary["run_dir"].split("/")[-1]
+    results = pd.read_csv(run_dir / "results.csv")
+    assert len(results) == summary["cells"] == 4 * 2 and (results["status"] == "ok").all()
+    assert set(results["axis"]) == {"baseline", "factorial"}
+    assert "learning_rate 0.01, optimizer sgd" in set(results["variant"])
+    assert (results["epochs"] == 1).all()
+    page = (run_dir / "index.html").read_text()
+    assert "<h2>Factorial</h2>" in page and "learning_rate 0.01, optimizer sgd" in page

@@ -1,0 +1,198 @@
+"""A grid file (`ablate run --grid ablation.toml`, or .yaml): the baseline, the axes and their values, seeds and
+the mode, validated with pydantic so that a typo is one line naming the key and what is allowed.
+
+    seeds = 3
+    mode = "one-factor"            # or "factorial"
+    factorial = ["learning_rate", "dropout"]   # factorial mode: the axes to cross (default: every axis)
+
+    [baseline]                     # any training setting; unset ones keep the built-in baseline's value
+    epochs = 10
+    learning_rate = 1e-3
+
+    [axes]                         # a setting and the values to try
+    learning_rate = [1e-2, 1e-3, 1e-4]
+    optimizer = ["sgd", "adam", "adamw"]
+
+One-factor mode changes one setting at a time around the baseline; factorial mode trains every combination of
+the chosen axes (the others at the baseline). Either way the baseline is trained once per seed and shared.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import AblationError
+from tasks.grid import (AA_AXIS, AA_VARIANT, AUGMENTATIONS, BASELINE, BASELINE_AXIS, LR_SCHEDULES, NORMALISATIONS,
+                        OPTIMIZERS, Cell, TrainConfig)
+
+FACTORIAL_AXIS = "factorial"
+MAX_CELLS = 10_000  # a factorial grid past this is a typo, not a plan
+
+
+class GridFileError(AblationError):
+    """The grid file cannot be read or does not validate (exit code 2)."""
+
+
+class Settings(BaseModel):
+    """Every training setting a grid file may set, with the values it may take."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = BASELINE.max_epochs
+    normalisation: Literal[NORMALISATIONS] = BASELINE.normalisation  # type: ignore[valid-type]
+    conv_filters: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = list(BASELINE.conv_filters)
+    dense_units: Annotated[int, Field(ge=0)] = BASELINE.dense_units
+    learning_rate: Annotated[float, Field(gt=0, le=10)] = BASELINE.learning_rate
+    dropout: Annotated[float, Field(ge=0, lt=1)] = BASELINE.dropout
+    batch_size: Annotated[int, Field(ge=1)] = BASELINE.batch_size
+    patience: Annotated[int, Field(ge=1)] = BASELINE.patience
+    early_stopping: bool = BASELINE.early_stopping
+    optimizer: Literal[OPTIMIZERS] = BASELINE.optimizer  # type: ignore[valid-type]
+    weight_decay: Annotated[float, Field(ge=0, lt=1)] = BASELINE.weight_decay
+    lr_schedule: Literal[LR_SCHEDULES] = BASELINE.lr_schedule  # type: ignore[valid-type]
+    warmup_epochs: Annotated[int, Field(ge=0)] = BASELINE.warmup_epochs
+    batch_norm: bool = BASELINE.batch_norm
+    augmentation: list[Literal[AUGMENTATIONS]] = list(BASELINE.augmentation)  # type: ignore[valid-type]
+    width: Annotated[float, Field(gt=0, le=16)] = BASELINE.width
+    input_scale: Annotated[float, Field(gt=0, le=8)] = BASELINE.input_scale
+
+    @model_validator(mode="after")
+    def _possible(self) -> Settings:
+        if self.warmup_epochs and self.lr_schedule != "cosine":
+            raise ValueError("warmup_epochs needs lr_schedule = \"cosine\"")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+        return self
+
+    def config(self) -> TrainConfig:
+        values = self.model_dump()
+        values["max_epochs"] = values.pop("epochs")
+        return replace(BASELINE, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+SETTINGS = tuple(Settings.model_fields)
+
+
+class GridFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: Annotated[int, Field(ge=1, le=100)] = 3
+    mode: Literal["one-factor", "factorial"] = "one-factor"
+    factorial: list[str] | None = None
+    baseline: Settings = Settings()
+    axes: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _axes_are_settings(self) -> GridFile:
+        unknown = [axis for axis in self.axes if axis not in SETTINGS]
+        if unknown:
+            raise ValueError(f"unknown axis {', '.join(unknown)}; allowed: {', '.join(SETTINGS)}")
+        if self.factorial is not None:
+            if self.mode != "factorial":
+                raise ValueError("factorial lists axes to cross: it needs mode = \"factorial\"")
+            missing = [axis for axis in self.factorial if axis not in self.axes]
+            if missing:
+                raise ValueError(f"factorial names {', '.join(missing)}, which [axes] does not list")
+        return self
+
+    def variants(self) -> list[tuple[str, str, TrainConfig]]:
+        """(axis, variant name, config) for the baseline and every variant, validated value by value."""
+        base = self.baseline.config()
+        choices = {axis: [(value, self._with(axis, value)) for value in values] for axis, values in self.axes.items()}
+        found = [(BASELINE_AXIS, BASELINE_AXIS, base)]
+        if self.mode == "one-factor":
+            for axis, options in choices.items():
+                found += [(axis, _name(axis, value), config) for value, config in options if config != base]
+            return _unique(found)
+        crossed = self.factorial or list(self.axes)
+        for combination in itertools.product(*(self.axes[axis] for axis in crossed)):
+            changes = dict(zip(crossed, combination))
+            config = self._with_all(changes)
+            if config != base:
+                found.append((FACTORIAL_AXIS, ", ".join(_name(a, v) for a, v in changes.items()), config))
+        return _unique(found)
+
+    def _with(self, axis: str, value: Any) -> TrainConfig:
+        return self._with_all({axis: value})
+
+    def _with_all(self, changes: dict[str, Any]) -> TrainConfig:
+        try:
+            return Settings(**self.baseline.model_dump() | changes).config()
+        except ValidationError as exc:
+            raise ValueError(_one_line(exc, prefix="axes")) from None
+
+
+def load_grid(path: str | Path) -> GridFile:
+    """Read and validate a grid file (.toml, .yaml or .yml); every problem is a GridFileError of one line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise GridFileError(f"--grid {path}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = tomllib.loads(text)
+    except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError: a syntax error, with its place
+        raise GridFileError(f"--grid {path}: not valid {'YAML' if path.suffix != '.toml' else 'TOML'}: "
+                            f"{str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise GridFileError(f"--grid {path}: expected a table of settings at the top")
+    try:
+        grid = GridFile(**raw)
+        grid_cells(grid)  # every value of every axis must build a valid config
+    except ValidationError as exc:
+        raise GridFileError(f"--grid {path}: {_one_line(exc)}") from None
+    except ValueError as exc:
+        raise GridFileError(f"--grid {path}: {exc}") from None
+    return grid
+
+
+def grid_cells(grid: GridFile, aa: bool = False) -> list[Cell]:
+    """The grid's cells: every variant for seeds 0..seeds-1 (and the A/A control with ``aa``)."""
+    variants = grid.variants()
+    if aa:
+        variants.append((AA_AXIS, AA_VARIANT, replace(variants[0][2], run_copy=1)))
+    if len(variants) * grid.seeds > MAX_CELLS:
+        raise ValueError(f"{len(variants) * grid.seeds} cells is more than {MAX_CELLS}: cross fewer axes")
+    return [Cell(axis, name, replace(config, seed=seed)) for axis, name, config in variants
+            for seed in range(grid.seeds)]
+
+
+def _name(axis: str, value: Any) -> str:
+    if isinstance(value, list):
+        value = "+".join(map(str, value)) or "none"
+    return f"{axis} {value}"
+
+
+def _unique(variants: list[tuple[str, str, TrainConfig]]) -> list[tuple[str, str, TrainConfig]]:
+    """Drop a variant whose config another already has (e.g. the same value listed twice)."""
+    seen, kept = set(), []
+    for axis, name, config in variants:
+        if config not in seen:
+            seen.add(config)
+            kept.append((axis, name, config))
+    return kept
+
+
+def _one_line(exc: ValidationError, prefix: str = "") -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join([prefix] * bool(prefix) + [str(part) for part in error["loc"]])
+        if error["type"] == "extra_forbidden":
+            allowed = SETTINGS if where.startswith("baseline.") else tuple(GridFile.model_fields)
+            problems.append(f"{where}: unknown key; allowed: {', '.join(allowed)}")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
