@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.live_progress import GRID, status
 from flows.parameters import Axis, Epochs, Limit, PerGpu, Retries, Seconds, Seeds, Side, ValFraction
-from flows.steps import gate_step, load_dataset_step, report_step, train_cell_dask_step, train_cell_step
+from flows.steps import (check_model_step, gate_step, load_dataset_step, report_step, train_cell_dask_step,
+                         train_cell_step)
 from tasks.aggregate import training_times
 from tasks.errors import GateFailed
 from tasks.grid import Cell, expand_grid
@@ -65,11 +67,13 @@ def ablation(
     dask_address: str | None = None,
     aa: bool = False,
     grid: str | None = None,
+    model: str | None = None,
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report.
 
     ``grid``: a grid file (TOML or YAML, `tasks.grid_file`) whose baseline, axes, seeds, epochs and mode replace
-    ``axes``, ``seeds`` and ``epochs``."""
+    ``axes``, ``seeds`` and ``epochs``. ``model``: the user's builder, "package.module:function"
+    (`tasks.models`), in place of the built-in CNN."""
     started = time.perf_counter()
     checks = load_suite(suite)  # a bad suite file or a missing backend fails the run before any work
     check_backend(backend)
@@ -78,10 +82,15 @@ def ablation(
         cells, epochs, seeds, axes = grid_cells(spec, aa), spec.baseline.epochs, spec.seeds, list(spec.axes)
     else:
         cells = expand_grid(axes, seeds, epochs, aa=aa)
+    if model:
+        cells = [Cell(cell.axis, cell.variant, replace(cell.config, model=model)) for cell in cells]
+    model = cells[0].config.model  # --model, or the grid file's baseline
     reports = Path(out) if out else default_reports_dir()
 
     # 1. Load the dataset once and cache it for the training processes
     data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)
+    if model:  # before the gate and any training: it must build and answer the data's classes
+        check_model_step(model, data, backend)
     run_dir = new_run_dir(reports, data["name"])
     run = run_record(run_dir, data, {"epochs": epochs, "seeds": seeds, "axes": axes or "default", "limit": limit,
                                      "gate": gate, "image_size": image_size, "val_fraction": val_fraction,
@@ -89,7 +98,7 @@ def ablation(
                                      "keep_models": keep_models, "tensorboard": tensorboard,
                                      "cell_timeout": cell_timeout, "retries": retries, "backend": backend,
                                      "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address,
-                                     "aa": aa, "grid": grid})
+                                     "aa": aa, "grid": grid, "model": model or "built-in CNN"})
     run |= {"flow_run_id": str(flow_run.id), "deployment": deployment.name,
             "environment": environment_facts(backend)}
 

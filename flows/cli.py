@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "with x_train, y_train, x_test, y_test (default: digits)")
     run.add_argument("--epochs", type=_positive, default=None, help="epochs per training run (default: 10)")
     run.add_argument("--seeds", type=_positive, default=None, help="seeds per variant (default: 3)")
+    run.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
+                     help="your model builder, (input_shape, num_classes, **options) -> keras.Model, importable "
+                          "from here, in place of the built-in CNN; checked before any training")
     run.add_argument("--grid", type=Path, default=None, metavar="FILE",
                      help="a grid file (TOML or YAML): baseline, axes and values, seeds, one-factor or factorial "
                           "mode; replaces --axes, --epochs and --seeds (see examples/ablation.toml)")
@@ -264,7 +267,7 @@ def _run(args: argparse.Namespace) -> dict:
                         tensorboard=args.tensorboard, cell_timeout=args.cell_timeout, retries=args.retries,
                         backend=args.backend, per_gpu=args.per_gpu, executor=args.executor,
                         dask_address=args.dask_address, aa=args.aa,
-                        grid=str(args.grid) if args.grid else None)
+                        grid=str(args.grid) if args.grid else None, model=args.model)
 
 
 def _start_prefect_while_importing_great_expectations() -> None:

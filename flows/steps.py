@@ -50,6 +50,20 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fractio
             "seconds": time.perf_counter() - started}
 
 
+@task(name="check the model", cache_policy=NO_CACHE)
+def check_model_step(spec: str, data: dict, backend: str) -> None:
+    """Build the user's model once for the data's shape and classes; a UserModelError fails the run at once."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", backend)  # this process has not imported Keras yet
+    from tasks.models import check_user_model
+
+    shape = tuple(int(side) for side in data["image_shape"].split("x"))
+    check_user_model(spec, shape, len(data["class_names"]))
+    get_run_logger().info("model %s builds for %s images and %d classes", spec, data["image_shape"],
+                          len(data["class_names"]))
+
+
 @task(name="data-quality gate", cache_policy=NO_CACHE)
 def gate_step(data: dict, run_dir: Path, suite: dict, reports_dir: Path) -> GateResult:
     """Profile every image, validate with Great Expectations, write gate.json, pixel_stats.csv and Data Docs."""

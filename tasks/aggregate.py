@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tasks.errors import NOT_APPLICABLE
 from tasks.grid import AA_AXIS, AXES, BASELINE_AXIS, baseline_value
 
 RESULT_COLUMNS = ["axis", "variant", "seed", "status", "best_val_accuracy", "final_val_accuracy",
@@ -55,6 +56,8 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         if axis != BASELINE_AXIS:
             paired = ok.set_index("seed")["best_val_accuracy"] - baseline
             row |= paired_effect(paired.dropna().to_numpy())
+            if (group["status"] == NOT_APPLICABLE).all():
+                row["effect"] = NOT_APPLICABLE
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -133,6 +136,9 @@ def verdict(summary: pd.DataFrame) -> Verdict:
         notes.append("The A/A control, the baseline trained twice, shows a clear difference from itself: the "
                      "noise between seeds is larger than the intervals allow for, so read every verdict here with "
                      "caution and add seeds.")
+    skipped = changes[changes["effect"] == NOT_APPLICABLE]["variant"].tolist()
+    if skipped:
+        notes.append(f"Not applicable to this model (its builder takes no option for them): {', '.join(skipped)}.")
     failed = int(summary["failed"].sum())
     if failed:
         notes.append(f"{failed} training run(s) failed and are left out; see the table of all runs.")

@@ -1,7 +1,8 @@
 """Finished training cells, kept by what they depend on, so a rerun trains only what is missing.
 
 A cell's key hashes the dataset's fingerprint, the cell's whole config (seed and epochs included), the Keras
-backend and the version of the training code (a hash of the modules that build and fit the model). Change any
+backend and the version of the training code (a hash of the modules that build and fit the model, and of the
+user's model module with --model). Change any
 of these and the cell trains again; change none and its record is reused, in this run or any later one. Failed
 cells are not kept: a rerun tries them again. Records are small JSON files, written atomically the moment a cell
 finishes, so a crash or Ctrl-C loses no finished cell.
@@ -29,10 +30,25 @@ def _code_version() -> str:
 CODE_VERSION = _code_version()
 
 
+def model_version(spec: str) -> str:
+    """A hash of the source file of the user's model module ("package.module:function"), without importing it:
+    edit the model and its cells train again."""
+    import importlib.util
+
+    module = spec.split(":")[0]
+    try:
+        origin = importlib.util.find_spec(module).origin
+        return hashlib.sha256(Path(origin).read_bytes()).hexdigest()[:12]
+    except (ImportError, AttributeError, TypeError, ValueError, OSError):
+        return "unreadable"  # the model check before training says what is wrong with it
+
+
 def cell_key(cell: dict, fingerprint: str, backend: str) -> str:
     """The cell's identity: what its result depends on, not what it is called on the report."""
     config = {k: v for k, v in cell.items() if k not in ("axis", "variant")}
     identity = {"dataset": fingerprint, "config": config, "backend": backend, "code": CODE_VERSION}
+    if cell.get("model"):
+        identity["model code"] = model_version(cell["model"])
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -28,3 +28,11 @@ class GateFailed(AblationError):
     def __init__(self, message: str, report_path: str | None = None):
         super().__init__(message)
         self.report_path = report_path
+
+
+NOT_APPLICABLE = "not applicable"  # the status of a variant the user's model builder takes no option for
+
+
+class NotApplicable(Exception):
+    """A variant that does not apply to the user's model (its builder takes no such option): recorded as "not
+    applicable", neither a failure nor a result. Not a user error, so no exit code."""

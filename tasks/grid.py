@@ -37,6 +37,7 @@ class TrainConfig:
     augmentation: tuple[str, ...] = ()  # of AUGMENTATIONS: Keras preprocessing layers, active in training only
     width: float = 1.0  # multiplies every conv and dense layer's units
     input_scale: float = 1.0  # images resized by this factor inside the model (a Resizing layer)
+    model: str = ""  # "": the built-in CNN; "package.module:function": the user's builder (tasks.models)
     seed: int = 0
     # 0 for every cell but the A/A control's second run of the baseline (1): it draws its initial weights and
     # data order from seed + SEED_STRIDE, an independent run of the same config, still paired by ``seed``.

@@ -61,6 +61,7 @@ class Settings(BaseModel):
     augmentation: list[Literal[AUGMENTATIONS]] = list(BASELINE.augmentation)  # type: ignore[valid-type]
     width: Annotated[float, Field(gt=0, le=16)] = BASELINE.width
     input_scale: Annotated[float, Field(gt=0, le=8)] = BASELINE.input_scale
+    model: Annotated[str, Field(pattern=r"^$|^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = BASELINE.model  # module:function
 
     @model_validator(mode="after")
     def _possible(self) -> Settings:

@@ -1,26 +1,47 @@
 """Model builders: pure functions from (input shape, classes, config) to an uncompiled Keras model.
 
 Compiling and fitting live in `tasks.training`. Keras 3 API only (`import keras`), so the backend is a setting.
+
+The user's own model (``--model package.module:build_model``): a function ``(input_shape, num_classes,
+**options) -> keras.Model``. Resizing and augmentation wrap it; normalisation, optimiser, schedule, batch size
+and early stopping are training settings; the axes that need its cooperation (depth, dropout, batch norm,
+width) reach it as keyword options, only where a variant changes them, and a variant whose option the builder
+does not take is "not applicable" rather than a failure.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import re
+
 import keras
 from keras import layers
 
-from tasks.grid import TrainConfig
+from tasks.errors import AblationError, NotApplicable
+from tasks.grid import BASELINE, TrainConfig
+
+COOPERATIVE = ("conv_filters", "dense_units", "dropout", "batch_norm", "width")  # options a user builder may take
+MODEL_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class UserModelError(AblationError):
+    """The user's model cannot be imported or built, or does not fit the data (exit code 2)."""
 
 
 def build_model(input_shape: tuple[int, ...], num_classes: int, config: TrainConfig) -> keras.Model:
-    """The source article's small CNN: conv+pool blocks, optional hidden Dense, dropout, softmax; with the
-    config's resizing, augmentation, batch normalisation and width."""
+    """The source article's small CNN, or the user's model (``config.model``), with the config's resizing and
+    augmentation in front."""
+    if config.model:
+        return _wrap_user_model(input_shape, num_classes, config)
+    return _cnn(input_shape, num_classes, config)
+
+
+def _cnn(input_shape: tuple[int, ...], num_classes: int, config: TrainConfig) -> keras.Model:
+    """Conv+pool blocks, optional hidden Dense, dropout, softmax; with resizing, augmentation, batch
+    normalisation and width."""
     inputs = keras.Input(shape=input_shape)
-    x = inputs
-    if config.input_scale != 1.0:
-        height, width = (max(1, round(side * config.input_scale)) for side in input_shape[:2])
-        x = layers.Resizing(height, width, name="resize")(x)
-    for layer in augmentation_layers(config):  # active in fit() only: validation and predictions see the images
-        x = layer(x)
+    x = _front(inputs, input_shape, config)
     for filters in config.conv_filters:
         units = max(1, round(filters * config.width))
         if config.batch_norm:
@@ -50,3 +71,72 @@ def augmentation_layers(config: TrainConfig) -> list:
     if unknown:
         raise ValueError(f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(make)}")
     return [make[name]() for name in config.augmentation]
+
+
+def _front(inputs, input_shape: tuple[int, ...], config: TrainConfig):
+    """Resizing (``input_scale``) and augmentation (active in fit() only: validation and predictions see the
+    images as they are)."""
+    x = inputs
+    if config.input_scale != 1.0:
+        x = layers.Resizing(*_scaled(input_shape, config), name="resize")(x)
+    for layer in augmentation_layers(config):
+        x = layer(x)
+    return x
+
+
+def _scaled(input_shape: tuple[int, ...], config: TrainConfig) -> tuple[int, int]:
+    return tuple(max(1, round(side * config.input_scale)) for side in input_shape[:2])
+
+
+def user_options(config: TrainConfig) -> dict:
+    """The cooperative settings this config changes from the built-in baseline: the builder's keywords."""
+    return {name: getattr(config, name) for name in COOPERATIVE if getattr(config, name) != getattr(BASELINE, name)}
+
+
+def load_builder(spec: str):
+    """"package.module:function" -> the function; a UserModelError saying what is wrong otherwise."""
+    if not MODEL_SPEC.match(spec):
+        raise UserModelError(f"--model {spec!r}: expected package.module:function")
+    module_name, name = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module's own error while importing
+        raise UserModelError(f"--model {spec}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+    builder = getattr(module, name, None)
+    if not callable(builder):
+        raise UserModelError(f"--model {spec}: {module_name} has no function {name}")
+    return builder
+
+
+def _wrap_user_model(input_shape: tuple[int, ...], num_classes: int, config: TrainConfig) -> keras.Model:
+    builder = load_builder(config.model)
+    options = user_options(config)
+    parameters = inspect.signature(builder).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        refused = sorted(set(options) - {p.name for p in parameters})
+        if refused:
+            raise NotApplicable(f"{config.model} takes no {', '.join(refused)} option")
+    inner_shape = (*_scaled(input_shape, config), *input_shape[2:]) if config.input_scale != 1.0 else input_shape
+    inner = builder(tuple(inner_shape), num_classes, **options)
+    inputs = keras.Input(shape=input_shape)
+    return keras.Model(inputs, inner(_front(inputs, input_shape, config)), name="user_model")
+
+
+def check_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Build the user's baseline model once, before any training: it must build and answer num_classes."""
+    builder = load_builder(spec)
+    try:
+        model = builder(tuple(input_shape), num_classes)
+    except Exception as exc:
+        raise UserModelError(f"--model {spec} failed to build for input {tuple(input_shape)} and {num_classes} "
+                             f"classes: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, keras.Model):
+        raise UserModelError(f"--model {spec} returned {type(model).__name__}, not a keras.Model")
+    try:
+        output = model(keras.ops.zeros((1, *input_shape)))
+    except Exception as exc:
+        raise UserModelError(f"--model {spec} does not take images of {tuple(input_shape)}: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    if tuple(output.shape) != (1, num_classes):
+        raise UserModelError(f"--model {spec} outputs shape {tuple(output.shape)[1:]} per image; the data has "
+                             f"{num_classes} classes, so it must output ({num_classes},)")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.errors import NOT_APPLICABLE, NotApplicable
 from tasks.grid import TrainConfig
 
 _datasets: dict[str, object] = {}  # the last dataset loaded by this process: every cell of a run shares it
@@ -67,6 +68,8 @@ def train_cell(cell: dict, dataset_path: str, out_dir: str | None = None, model_
         record = _fit(cell, dataset_path, out_dir, model_path, tensorboard, time_limit)
     except CellTimeLimit as exc:
         record = failed_record(cell, str(exc))
+    except NotApplicable as exc:
+        record = failed_record(cell, str(exc)) | {"status": NOT_APPLICABLE}
     except Exception as exc:
         tail = traceback.format_exc().strip().splitlines()[-3:]
         record = failed_record(cell, f"{type(exc).__name__}: {exc}", "\n".join(tail))

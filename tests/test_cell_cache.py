@@ -35,3 +35,19 @@ def test_models_of_the_best_variant_or_all_of_them_are_exported(tmp_path):
     assert sorted(p.name for p in best) == ["dropout-high-seed0.keras", "dropout-high-seed1.keras"]
     every = export_models(records, keys, slugs, tmp_path, tmp_path / "all", keep_all=True)
     assert len(every) == 4  # every scored cell; the failed one has no model worth keeping
+
+
+def test_editing_the_users_model_module_changes_its_cells_keys(tmp_path, monkeypatch):
+    import sys
+
+    from tasks.cell_cache import cell_key
+
+    module = tmp_path / "my_model_pkg.py"
+    module.write_text("def build(input_shape, num_classes):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cell = {"axis": "baseline", "variant": "baseline", "seed": 0, "model": "my_model_pkg:build"}
+    before = cell_key(cell, "f", "tensorflow")
+    assert cell_key(cell, "f", "tensorflow") == before
+    module.write_text("def build(input_shape, num_classes):\n    return 1\n")
+    assert cell_key(cell, "f", "tensorflow") != before
+    assert "my_model_pkg" not in sys.modules  # hashed from its file, not imported

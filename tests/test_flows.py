@@ -183,3 +183,27 @@ def test_a_factorial_grid_file_runs_through_the_whole_flow(prefect_server, tmp_p
     assert (results["epochs"] == 1).all()
     page = (run_dir / "index.html").read_text()
     assert "<h2>Factorial</h2>" in page and "learning_rate 0.01, optimizer sgd" in page
+
+
+def test_the_users_model_is_ablated_and_variants_it_takes_no_option_for_are_not_applicable(prefect_server,
+                                                                                           tmp_path):
+    summary = ablation(dataset="digits", epochs=1, seeds=2, limit=100, axes=["dropout", "depth", "optimizer"],
+                       model="tests.user_models:small_mlp", out=tmp_path)
+    run_dir = tmp_path / summary["run_dir"].split("/")[-1]
+    results = pd.read_csv(run_dir / "results.csv")
+    status = results.groupby("axis")["status"].agg(set).to_dict()
+    assert status == {"baseline": {"ok"}, "dropout": {"ok"}, "optimizer": {"ok"}, "depth": {"not applicable"}}
+    assert summary["failed"] == 0 and (results["model"] == "tests.user_models:small_mlp").all()
+    page = (run_dir / "index.html").read_text()
+    assert "Not applicable to this model" in page and "takes no conv_filters" in page
+
+
+def test_a_user_model_that_does_not_fit_the_data_stops_the_run_before_training(prefect_server, tmp_path, capsys):
+    from flows.cli import main
+
+    code = main(["run", "--model", "tests.user_models:wrong_classes", "--limit", "60", "--epochs", "1",
+                 "--out", str(tmp_path)])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and error[-1] == ("ablate: error: --model tests.user_models:wrong_classes outputs shape (3,) "
+                                       "per image; the data has 10 classes, so it must output (10,)")
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # no run folder: nothing trained

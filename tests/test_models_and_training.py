@@ -155,3 +155,35 @@ def test_every_new_axis_trains_end_to_end_on_a_tiny_slice(tiny_dataset):
     for cell in expand_grid(extra, seeds=1, epochs=1)[1:]:
         record = train_cell(cell.to_dict(), tiny_dataset)
         assert record["status"] == "ok", (cell.key, record["error"], record["error_detail"])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("tests.user_models:broken", "failed to build for input (16, 16, 3) and 4 classes: RuntimeError: forgot"),
+    ("tests.user_models:nothing", "tests.user_models has no function nothing"),
+    ("tests.no_such_module:build", "cannot import tests.no_such_module: ModuleNotFoundError"),
+    ("no colon", "expected package.module:function"),
+])
+def test_a_user_model_that_cannot_be_used_is_a_clear_error(spec, message):
+    from tasks.models import UserModelError, check_user_model
+
+    with pytest.raises(UserModelError, match="^--model") as error:
+        check_user_model(spec, (16, 16, 3), 4)
+    assert message in str(error.value) and error.value.exit_code == 2
+
+
+def test_the_users_model_gets_the_options_its_variants_change_and_the_layers_in_front():
+    from tasks.errors import NotApplicable
+    from tasks.models import user_options
+
+    spec = "tests.user_models:small_mlp"
+    baseline = replace(BASELINE, model=spec)
+    assert user_options(baseline) == {}  # the builder's own defaults are the baseline
+    variant = replace(baseline, dropout=0.5, augmentation=("flip",), input_scale=0.5)
+    assert user_options(variant) == {"dropout": 0.5}
+    model = build_model((16, 16, 3), 4, variant)
+    assert layer_types(model) == ["InputLayer", "Resizing", "RandomFlip", "Functional"]
+    inner = model.layers[-1]
+    assert tuple(inner.inputs[0].shape[1:]) == (8, 8, 3)  # built for the resized images
+    assert [layer.rate for layer in inner.layers if type(layer).__name__ == "Dropout"] == [0.5]
+    with pytest.raises(NotApplicable, match="takes no conv_filters"):
+        build_model((16, 16, 3), 4, replace(baseline, conv_filters=(16,)))

@@ -1,0 +1,22 @@
+"""Model builders as users write them, for the --model tests."""
+
+import keras
+from keras import layers
+
+
+def small_mlp(input_shape, num_classes, dropout=0.0):
+    """Takes a dropout option only: depth, batch-norm and width variants do not apply to it."""
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Dense(32, activation="relu")(layers.Flatten()(inputs))
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
+
+
+def wrong_classes(input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    return keras.Model(inputs, layers.Dense(3, activation="softmax")(layers.Flatten()(inputs)))
+
+
+def broken(input_shape, num_classes):
+    raise RuntimeError("forgot to return the model")
