@@ -14,6 +14,7 @@ NORMALISATIONS = ("raw", "scale", "standardise")  # 0-255 as loaded / divided by
 OPTIMIZERS = ("adam", "sgd", "adamw")  # sgd: with momentum 0.9
 LR_SCHEDULES = ("constant", "cosine", "plateau")  # plateau: ReduceLROnPlateau on validation loss
 AUGMENTATIONS = ("flip", "translate", "rotate", "zoom")
+MODEL_SPEC = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # a user model builder: "package.module:function"
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.errors import AblationError
-from tasks.grid import (AA_AXIS, AA_VARIANT, AUGMENTATIONS, BASELINE, BASELINE_AXIS, LR_SCHEDULES, NORMALISATIONS,
-                        OPTIMIZERS, Cell, TrainConfig)
+from tasks.grid import (AA_AXIS, AA_VARIANT, AUGMENTATIONS, BASELINE, BASELINE_AXIS, LR_SCHEDULES, MODEL_SPEC,
+                        NORMALISATIONS, OPTIMIZERS, Cell, TrainConfig)
 
 FACTORIAL_AXIS = "factorial"
 MAX_CELLS = 10_000  # a factorial grid past this is a typo, not a plan
@@ -61,7 +61,7 @@ class Settings(BaseModel):
     augmentation: list[Literal[AUGMENTATIONS]] = list(BASELINE.augmentation)  # type: ignore[valid-type]
     width: Annotated[float, Field(gt=0, le=16)] = BASELINE.width
     input_scale: Annotated[float, Field(gt=0, le=8)] = BASELINE.input_scale
-    model: Annotated[str, Field(pattern=r"^$|^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] = BASELINE.model  # module:function
+    model: Annotated[str, Field(pattern=f"^$|{MODEL_SPEC}")] = BASELINE.model  # "" or "package.module:function"
 
     @model_validator(mode="after")
     def _possible(self) -> Settings:

@@ -19,10 +19,9 @@ import keras
 from keras import layers
 
 from tasks.errors import AblationError, NotApplicable
-from tasks.grid import BASELINE, TrainConfig
+from tasks.grid import BASELINE, MODEL_SPEC, TrainConfig
 
 COOPERATIVE = ("conv_filters", "dense_units", "dropout", "batch_norm", "width")  # options a user builder may take
-MODEL_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class UserModelError(AblationError):
@@ -95,7 +94,7 @@ def user_options(config: TrainConfig) -> dict:
 
 def load_builder(spec: str):
     """"package.module:function" -> the function; a UserModelError saying what is wrong otherwise."""
-    if not MODEL_SPEC.match(spec):
+    if not re.match(MODEL_SPEC, spec):
         raise UserModelError(f"--model {spec!r}: expected package.module:function")
     module_name, name = spec.split(":")
     try:
