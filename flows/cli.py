@@ -24,7 +24,8 @@ MAX_IMAGE_SIDE = 4096  # an image classifier's input is far smaller; larger requ
 EXIT_CODES = """exit codes:
   0  success (gate warnings allowed)
   1  the data-quality gate found critical problems (the report says which images)
-  2  bad input or usage: missing or unreadable dataset, bad option, unwritable --out
+  2  bad input or usage: missing or unreadable dataset, bad option, grid file or --model, unwritable --out,
+     unreachable --dask-address
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): training processes stopped, finished cells kept"""
 
 

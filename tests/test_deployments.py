@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.serving import PREFECT_YAML, load_deployments, load_flow, runner_deployments
+from flows.serving import load_deployments, load_flow, runner_deployments
 from tests.conftest import write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
