@@ -144,8 +144,11 @@ def load_grid(path: str | Path) -> GridFile:
         else:
             raw = tomllib.loads(text)
     except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError: a syntax error, with its place
-        raise GridFileError(f"--grid {path}: not valid {'YAML' if path.suffix != '.toml' else 'TOML'}: "
-                            f"{str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)  # YAML's place of the problem; TOML's message holds its own
+        detail = (f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None
+                  else str(exc).splitlines()[0])
+        raise GridFileError(f"--grid {path}: not valid {'TOML' if path.suffix.lower() == '.toml' else 'YAML'}: "
+                            f"{detail}") from None
     if not isinstance(raw, dict):
         raise GridFileError(f"--grid {path}: expected a table of settings at the top")
     try:

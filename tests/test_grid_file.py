@@ -54,6 +54,9 @@ def test_factorial_mode_crosses_the_chosen_axes(tmp_path):
 def test_yaml_works_too(tmp_path):
     grid = load_grid(write(tmp_path, "seeds: 1\nbaseline:\n  epochs: 4\naxes:\n  dropout: [0.0, 0.5]\n", "g.yaml"))
     assert [c.config.max_epochs for c in grid_cells(grid)] == [4, 4, 4]
+    with pytest.raises(GridFileError, match="not valid YAML: expected the node content, but found .* at line 2, "
+                                            "column 1$"):
+        load_grid(write(tmp_path, "axes: [\n", "broken.yaml"))
 
 
 @pytest.mark.parametrize("text, message", [
