@@ -1,8 +1,10 @@
-"""The ablation grid as data: a frozen baseline config, axes that each change one field, and their expansion.
+"""The ablation grid as data: a frozen baseline config, axes of named changes to it, and their expansion.
 
-Every variant is `replace(BASELINE, **change)`, so a variant lists only what it changes. The baseline takes the
-middle value of every axis, so each axis shows one step down and one step up, and it is trained once (per seed)
-and shared by all axes rather than once per axis.
+Every variant is `replace(BASELINE, **change)`, so a variant lists only what it changes (one setting, or two
+that belong together, such as AdamW and its weight decay). On the default axes the baseline takes the middle
+value, so each shows one step down and one step up; every axis holds the baseline's own value exactly once. The
+baseline is trained once (per seed) and shared by all axes rather than once per axis. Grid files
+(`tasks.grid_file`) build the same cells from settings and values of their own.
 """
 
 from __future__ import annotations
