@@ -29,7 +29,8 @@ def best_change(verdict: Verdict, summary: pd.DataFrame) -> dict | None:
     return changes.sort_values("delta", ascending=False).iloc[0].to_dict() if len(changes) else None
 
 
-def comparison_section(verdict: Verdict, summary: pd.DataFrame, predictions: Predictions, data: Dataset) -> str:
+def comparison_section(verdict: Verdict, summary: pd.DataFrame, predictions: Predictions, data: Dataset,
+                       drawer: ImageDrawer | None = None) -> str:
     best = best_change(verdict, summary)
     if best is None:
         return ""
@@ -51,7 +52,7 @@ def comparison_section(verdict: Verdict, summary: pd.DataFrame, predictions: Pre
     parts = [f"<h2>Best change against the baseline: {name}</h2><p class=muted>On the validation images, "
              f"summed over {len(pairs)} shared seed(s){clear}.</p>"]
     parts.append(_matrices_html(base_matrix, best_matrix, data.class_names, best["variant"]))
-    parts.append(_fixed_html(truth, labelled, pairs[0], seeds[0], data, best["variant"]))
+    parts.append(_fixed_html(truth, labelled, pairs[0], seeds[0], drawer or ImageDrawer(data), best["variant"]))
     return "\n".join(parts)
 
 
@@ -89,12 +90,11 @@ def _top_confusions_html(base: np.ndarray, best: np.ndarray, names: list[str], v
             f"<th>{escape(variant)}</th></tr>{rows}</table>")
 
 
-def _fixed_html(truth, labelled, pair, seed: int, data: Dataset, variant: str) -> str:
+def _fixed_html(truth, labelled, pair, seed: int, drawer: ImageDrawer, variant: str) -> str:
     base, best = pair
     fixed = np.flatnonzero((base != truth) & (best == truth))
     broken = int(np.sum((base == truth) & (best != truth)))
-    drawer = ImageDrawer(data)
-    names = data.class_names
+    names = drawer.data.class_names
     figures = "".join(
         drawer.image("test", int(labelled[i]), f"{escape(names[truth[i]])}<br><small>baseline said "
                                                f"{escape(names[min(base[i], len(names) - 1)])}</small>",

@@ -26,7 +26,8 @@ SAMPLE_CLASSES, SAMPLES_PER_CLASS = 30, 8  # the per-class grid: enough to spot 
 HISTOGRAM_IMAGES = 2000  # images per split sampled for the pixel-value histogram
 
 
-def gate_section(gate: GateResult, data: Dataset | None, docs_link: str | None) -> str:
+def gate_section(gate: GateResult, data: Dataset | None, docs_link: str | None,
+                 drawer: ImageDrawer | None = None) -> str:
     status_css = {"pass": "pass", "warn": "warning"}.get(gate.status, "critical")
     suite = gate.suite or {}
     links = [f"<a href='{escape(docs_link)}'>Great Expectations Data Docs</a>"] if docs_link else []
@@ -34,7 +35,7 @@ def gate_section(gate: GateResult, data: Dataset | None, docs_link: str | None) 
     head = (f"<h2>Data-quality gate</h2><p>Gate: <b class={status_css}>{escape(gate.status)}</b> over "
             f"{gate.images} images, suite {escape(str(suite.get('name', '')))} v{escape(str(suite.get('version', '')))}"
             f" &middot; {' &middot; '.join(links)}</p>")
-    drawer = ImageDrawer(data) if data is not None else None
+    drawer = drawer or (ImageDrawer(data) if data is not None else None)
     problems = sorted(gate.failed, key=lambda c: c.severity != CRITICAL)
     blocks = [_problem_html(check, drawer) for check in problems]
     passed = "".join(f"<tr><td>{escape(c.title)}</td><td class=muted>{escape(c.severity)}</td>"

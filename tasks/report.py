@@ -18,7 +18,7 @@ from tasks.comparison_report import comparison_section
 from tasks.explain import gate_links
 from tasks.plots import figure_png, pyplot
 from tasks.gate import GateResult
-from tasks.gate_report import gate_section
+from tasks.gate_report import ImageDrawer, gate_section
 from tasks.grid import BASELINE_AXIS, baseline_value
 
 STYLE = """
@@ -55,12 +55,13 @@ def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | No
     parts = [f"<h1>Why isn't the model improving? &mdash; {escape(run['dataset'])}</h1>",
              f"<p class=muted>run {escape(run['run_id'])} &middot; {escape(run.get('started', ''))}</p>",
              _verdict_html(run, gate, verdict, summary)]
-    parts.append(_dataset_html(run, gate, data))
+    drawer = ImageDrawer(data) if data is not None else None  # one value range for every thumbnail
+    parts.append(_dataset_html(run, gate, data, drawer))
     if summary is not None and results is not None:
         for axis in axes_in(summary):
             parts.append(_axis_html(axis, summary, curves or {}, diagnoses or {}))
         if verdict is not None and predictions and data is not None:
-            parts.append(comparison_section(verdict, summary, predictions, data))
+            parts.append(comparison_section(verdict, summary, predictions, data, drawer))
         parts.append(_runs_html(results))
     parts.append(_timing_html(run))
     body = "\n".join(parts)
@@ -134,11 +135,12 @@ def _effect_line(row: dict) -> str:
             f"{row['delta'] * 100:+.1f} points ({interval}{test}, {int(row['pairs'])} seeds)")
 
 
-def _dataset_html(run: dict, gate: GateResult | None, data: Dataset | None) -> str:
+def _dataset_html(run: dict, gate: GateResult | None, data: Dataset | None,
+                  drawer: ImageDrawer | None = None) -> str:
     facts = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>"
                     for k, v in (run.get("data") or {}).items())
     html = f"<h2>Dataset</h2><table>{facts}</table>"
-    return html + (gate_section(gate, data, run.get("data_docs_link")) if gate is not None else "")
+    return html + (gate_section(gate, data, run.get("data_docs_link"), drawer) if gate is not None else "")
 
 
 def _axis_html(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -> str:
