@@ -24,8 +24,8 @@ from flows.steps import (check_model_step, gate_step, load_dataset_step, report_
                          train_cell_step)
 from tasks.aggregate import training_times
 from tasks.errors import GateFailed
-from tasks.grid import Cell, expand_grid
-from tasks.grid_file import grid_cells, load_grid
+from tasks.grid import BASELINE, DEFAULT_SEEDS, Cell, expand_grid
+from tasks.grid_file import check_no_conflict, grid_cells, load_grid
 from tasks.cell_cache import cell_keys, export_models, load_cell, save_cell
 from tasks.paths import cache_dir, default_reports_dir
 from tasks.run_facts import environment_facts
@@ -46,8 +46,8 @@ TRAINING_LIMIT = "ablation-training"
 @flow(name="ablation", task_runner=ThreadPoolTaskRunner(max_workers=64))
 def ablation(
     dataset: str = "digits",
-    epochs: Epochs = 10,
-    seeds: Seeds = 3,
+    epochs: Epochs | None = None,
+    seeds: Seeds | None = None,
     axes: list[Axis] | None = None,
     limit: Limit | None = None,
     gate: Literal["fail", "warn"] = "fail",
@@ -71,16 +71,19 @@ def ablation(
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report.
 
-    ``grid``: a grid file (TOML or YAML, `tasks.grid_file`) whose baseline, axes, seeds, epochs and mode replace
-    ``axes``, ``seeds`` and ``epochs``. ``model``: the user's builder, "package.module:function"
-    (`tasks.models`), in place of the built-in CNN."""
+    ``epochs`` and ``seeds``: None for the defaults (10 and 3). ``grid``: a grid file (TOML or YAML,
+    `tasks.grid_file`) whose baseline, axes, seeds, epochs and mode replace ``axes``, ``seeds`` and ``epochs``
+    (giving those too is an error). ``model``: the user's builder, "package.module:function" (`tasks.models`),
+    in place of the built-in CNN."""
     started = time.perf_counter()
     checks = load_suite(suite)  # a bad suite file or a missing backend fails the run before any work
     check_backend(backend)
     if grid:
+        check_no_conflict({"axes": axes, "epochs": epochs, "seeds": seeds})
         spec = load_grid(grid)  # a bad file fails the run before any work, naming the key
         cells, epochs, seeds, axes = grid_cells(spec, aa), spec.baseline.epochs, spec.seeds, list(spec.axes)
     else:
+        epochs, seeds = epochs or BASELINE.max_epochs, seeds or DEFAULT_SEEDS
         cells = expand_grid(axes, seeds, epochs, aa=aa)
     if model:
         cells = [Cell(cell.axis, cell.variant, replace(cell.config, model=model)) for cell in cells]

@@ -126,16 +126,13 @@ def _serve() -> int:
 
 
 def _check_grid(args: argparse.Namespace) -> None:
-    """--grid brings its own axes, epochs and seeds: a second source is a conflict, said at once."""
+    """--grid brings its own axes, epochs and seeds: a second source is a conflict, said at once. Without a
+    grid the flow fills in the default epochs and seeds; with one it takes the file's (both stay None here)."""
     if args.grid is None:
-        args.epochs, args.seeds = args.epochs or 10, args.seeds or 3
         return
-    given = [flag for flag, value in (("--axes", args.axes), ("--epochs", args.epochs), ("--seeds", args.seeds))
-             if value is not None]
-    if given:
-        raise AblationError(f"--grid sets the axes, epochs and seeds itself; drop {', '.join(given)}")
-    from tasks.grid_file import load_grid
+    from tasks.grid_file import check_no_conflict, load_grid
 
+    check_no_conflict({"--axes": args.axes, "--epochs": args.epochs, "--seeds": args.seeds})
     load_grid(args.grid)
 
 

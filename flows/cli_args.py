@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tasks.grid import AXES, DEFAULT_AXES
+from tasks.grid import AXES, BASELINE, DEFAULT_AXES, DEFAULT_SEEDS
 
 MAX_IMAGE_SIDE = 4096  # an image classifier's input is far smaller; larger requests are typos (and gigabytes)
 EXIT_CODES = """exit codes:
@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", default="digits",
                      help="'digits' (built in), a folder with train/<class>/* [and test/<class>/*], or an .npz "
                           "with x_train, y_train, x_test, y_test (default: digits)")
-    run.add_argument("--epochs", type=_positive, default=None, help="epochs per training run (default: 10)")
-    run.add_argument("--seeds", type=_positive, default=None, help="seeds per variant (default: 3)")
+    run.add_argument("--epochs", type=_positive, default=None, help=f"epochs per training run (default: {BASELINE.max_epochs})")
+    run.add_argument("--seeds", type=_positive, default=None, help=f"seeds per variant (default: {DEFAULT_SEEDS})")
     run.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
                      help="your model builder, (input_shape, num_classes, **options) -> keras.Model, importable "
                           "from here, in place of the built-in CNN; checked before any training")

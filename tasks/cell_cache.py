@@ -35,7 +35,10 @@ def model_version(spec: str) -> str:
     edit the model and its cells train again."""
     import importlib.util
 
+    from tasks.grid import working_dir_importable
+
     module = spec.split(":")[0]
+    working_dir_importable()
     try:
         origin = importlib.util.find_spec(module).origin
         return hashlib.sha256(Path(origin).read_bytes()).hexdigest()[:12]

@@ -9,7 +9,9 @@ baseline is trained once (per seed) and shared by all axes rather than once per 
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from dataclasses import asdict, dataclass, replace
 
 NORMALISATIONS = ("raw", "scale", "standardise")  # 0-255 as loaded / divided by 255 / per-channel z-score
@@ -17,6 +19,14 @@ OPTIMIZERS = ("adam", "sgd", "adamw")  # sgd: with momentum 0.9
 LR_SCHEDULES = ("constant", "cosine", "plateau")  # plateau: ReduceLROnPlateau on validation loss
 AUGMENTATIONS = ("flip", "translate", "rotate", "zoom")
 MODEL_SPEC = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # a user model builder: "package.module:function"
+
+
+def working_dir_importable() -> None:
+    """Put the working directory on ``sys.path``, as ``python -m`` does and console scripts (``ablate``) do not,
+    so a user's ``--model my_model:build`` beside them imports (and training processes inherit the path)."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class TrainConfig:
 
 SEED_STRIDE = 1000
 BASELINE = TrainConfig()
+DEFAULT_SEEDS = 3  # the fewest that give an interval; a grid file or --seeds sets another number
 
 AXES: dict[str, dict[str, dict]] = {
     "normalisation": {
@@ -151,7 +162,7 @@ class Cell:
         return {"axis": self.axis, "variant": self.variant, **asdict(self.config)}
 
 
-def expand_grid(axes: list[str] | None = None, seeds: int = 3, epochs: int = 10,
+def expand_grid(axes: list[str] | None = None, seeds: int = DEFAULT_SEEDS, epochs: int = BASELINE.max_epochs,
                 baseline: TrainConfig = BASELINE, aa: bool = False) -> list[Cell]:
     """Baseline plus every one-factor change on ``axes`` (default: DEFAULT_AXES), each for seeds 0..seeds-1.
 

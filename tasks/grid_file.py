@@ -161,6 +161,14 @@ def load_grid(path: str | Path) -> GridFile:
     return grid
 
 
+def check_no_conflict(given: dict[str, Any]) -> None:
+    """A grid file sets the axes, epochs and seeds itself: any of them also given (not None) is an error that
+    names them, as the caller spells them ("--epochs" on the command line, "epochs" as a flow parameter)."""
+    names = [name for name, value in given.items() if value is not None]
+    if names:
+        raise GridFileError(f"a grid file sets the axes, epochs and seeds itself; drop {', '.join(names)}")
+
+
 def grid_cells(grid: GridFile, aa: bool = False) -> list[Cell]:
     """The grid's cells: every variant for seeds 0..seeds-1 (and the A/A control with ``aa``)."""
     variants = grid.variants()

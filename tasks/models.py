@@ -19,7 +19,7 @@ import keras
 from keras import layers
 
 from tasks.errors import AblationError, NotApplicable
-from tasks.grid import BASELINE, MODEL_SPEC, TrainConfig
+from tasks.grid import BASELINE, MODEL_SPEC, TrainConfig, working_dir_importable
 
 COOPERATIVE = ("conv_filters", "dense_units", "dropout", "batch_norm", "width")  # options a user builder may take
 
@@ -97,6 +97,7 @@ def load_builder(spec: str):
     if not re.match(MODEL_SPEC, spec):
         raise UserModelError(f"--model {spec!r}: expected package.module:function")
     module_name, name = spec.split(":")
+    working_dir_importable()
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or the module's own error while importing

@@ -100,4 +100,4 @@ def test_the_cli_lists_a_grid_and_refuses_a_bad_one_or_a_conflict(tmp_path, caps
     assert main(["grid", "--grid", str(bad)]) == 2
     assert capsys.readouterr().err.startswith(f"ablate: error: --grid {bad}: unknown axis widht; allowed:")
     assert main(["run", "--grid", str(EXAMPLE), "--seeds", "2"]) == 2
-    assert "--grid sets the axes, epochs and seeds itself; drop --seeds" in capsys.readouterr().err
+    assert "a grid file sets the axes, epochs and seeds itself; drop --seeds" in capsys.readouterr().err
