@@ -29,19 +29,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.datasets import Dataset  # noqa: E402
-from tasks.pixel_stats import pixel_stats  # noqa: E402
+from tasks.data.datasets import Dataset  # noqa: E402
+from tasks.gate.pixel_stats import pixel_stats  # noqa: E402
 
 CLASSES = 10
 GATE_ONLY = """
 import json, resource, sys, time
 from pathlib import Path
 started = time.perf_counter()
-from tasks.datasets import load_dataset, save_cache
+from tasks.data.datasets import load_dataset, save_cache
 from tasks.paths import cache_dir
-from tasks.stats_cache import cached_pixel_stats
-from tasks.gate import run_gate
-from tasks.suite import load_suite
+from tasks.gate.stats_cache import cached_pixel_stats
+from tasks.gate.expectations import run_gate
+from tasks.gate.suite import load_suite
 folder, out = sys.argv[1], Path(sys.argv[2])
 data = load_dataset(folder, cache=cache_dir(out))
 facts = {"fingerprint": data.fingerprint, "cache_path": str(save_cache(data, cache_dir(out) / "datasets"))}

@@ -6,7 +6,7 @@ ratio, the pipeline's orchestration overhead (its wall time minus the slowest sl
 the time of the same command run again (every cell reused from the cache). With ``--executor dask`` the
 pipeline trains on a local Dask cluster instead of the slot pool.
 The loop runs in one fresh process that imports Keras once, like a user's script; its cells train with the same
-config, seed and callbacks as the pipeline's (`tasks.training.train_cell`, nothing written to disk).
+config, seed and callbacks as the pipeline's (`tasks.training.train.train_cell`, nothing written to disk).
 
 Usage: python benchmarks/bench_grid.py [--epochs 10] [--seeds 3] [--executor local|dask]
 """
@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LOOP = """
 import json, sys, time
 started = time.perf_counter()
-from tasks.datasets import load_dataset, save_cache
-from tasks.grid import expand_grid
-from tasks.training import init_process, train_cell
+from tasks.data.datasets import load_dataset, save_cache
+from tasks.training.grid import expand_grid
+from tasks.training.train import init_process, train_cell
 epochs, seeds, cache = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 path = str(save_cache(load_dataset("digits"), __import__("pathlib").Path(cache)))
 init_process(0)

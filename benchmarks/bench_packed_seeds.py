@@ -1,7 +1,7 @@
 """Packed seeds, an experiment: K seeds of one variant trained as one Keras model of K independent towers, against
 K separate trainings. Prints wall times, the speed-up and each seed's best validation accuracy both ways.
 
-The packed model has one input and K outputs, one tower per seed, each built by `tasks.models.build_model` with its
+The packed model has one input and K outputs, one tower per seed, each built by `tasks.training.models.build_model` with its
 own initialisation (the seed's) and its own dropout layers; the losses are summed, and Adam's per-parameter
 updates keep the towers' training independent. All towers see the same batches in the same order (the separate
 trainings each shuffle by their own seed). Both ways run a fixed number of epochs (no early stopping), so they do
@@ -34,9 +34,9 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from tasks.datasets import load_dataset
-    from tasks.grid import BASELINE
-    from tasks.training import init_process, normalise
+    from tasks.data.datasets import load_dataset
+    from tasks.training.grid import BASELINE
+    from tasks.training.train import init_process, normalise
 
     init_process(args.threads)
     data = load_dataset("digits")
@@ -69,8 +69,8 @@ def main() -> int:
 def fit_one(x_train, y_train, x_test, y_test, classes: int, seed: int, epochs: int) -> float:
     import keras
 
-    from tasks.grid import BASELINE
-    from tasks.models import build_model
+    from tasks.training.grid import BASELINE
+    from tasks.training.models import build_model
 
     keras.utils.set_random_seed(seed)
     model = build_model(x_train.shape[1:], classes, replace(BASELINE, seed=seed))
@@ -85,8 +85,8 @@ def fit_one(x_train, y_train, x_test, y_test, classes: int, seed: int, epochs: i
 def fit_packed(x_train, y_train, x_test, y_test, classes: int, seeds: list[int], epochs: int) -> list[float]:
     import keras
 
-    from tasks.grid import BASELINE
-    from tasks.models import build_model
+    from tasks.training.grid import BASELINE
+    from tasks.training.models import build_model
 
     inputs = keras.Input(shape=x_train.shape[1:])
     outputs = []

@@ -20,21 +20,26 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.live_progress import GRID, status
 from flows.parameters import Axis, Epochs, Limit, PerGpu, Retries, Seconds, Seeds, Side, ValFraction
-from flows.steps import (check_model_step, gate_step, load_dataset_step, report_step, train_cell_dask_step,
-                         train_cell_step)
-from tasks.aggregate import training_times
+from flows.steps import (
+    check_model_step,
+    gate_step,
+    load_dataset_step,
+    report_step,
+    train_cell_dask_step,
+    train_cell_step,
+)
 from tasks.errors import GateFailed
-from tasks.grid import BASELINE, DEFAULT_SEEDS, Cell, expand_grid
-from tasks.grid_file import check_no_conflict, grid_cells, load_grid
-from tasks.cell_cache import cell_keys, export_models, load_cell, save_cell
+from tasks.gate.suite import load_suite
 from tasks.paths import cache_dir, default_reports_dir
-from tasks.run_facts import environment_facts
-from tasks.runs import new_run_dir, run_record
-from tasks.slots import (DEFAULT_PER_GPU, SlotPool, check_backend, cpu_count, detect_gpus, gpu_memory_mib,
-                         plan_slots)
-from tasks.suite import load_suite
-from tasks.training import failed_record
-
+from tasks.report.aggregate import training_times
+from tasks.report.run_facts import environment_facts
+from tasks.report.runs import new_run_dir, run_record
+from tasks.training.cell_cache import cell_keys, export_models, load_cell, save_cell
+from tasks.training.devices import DEFAULT_PER_GPU, check_backend, cpu_count, detect_gpus, gpu_memory_mib, plan_slots
+from tasks.training.grid import BASELINE, DEFAULT_SEEDS, Cell, expand_grid
+from tasks.training.grid_file import check_no_conflict, grid_cells, load_grid
+from tasks.training.slots import SlotPool
+from tasks.training.train import failed_record
 
 # A Prefect global concurrency limit of this name, where one exists (`prefect gcl create ablation-training
 # --limit 1`), caps how many sweeps train at once across every deployment and worker on that server, so two
@@ -72,9 +77,9 @@ def ablation(
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report.
 
     ``epochs`` and ``seeds``: None for the defaults (10 and 3). ``grid``: a grid file (TOML or YAML,
-    `tasks.grid_file`) whose baseline, axes, seeds, epochs and mode replace ``axes``, ``seeds`` and ``epochs``
-    (giving those too is an error). ``model``: the user's builder, "package.module:function" (`tasks.models`),
-    in place of the built-in CNN."""
+    `tasks.training.grid_file`) whose baseline, axes, seeds, epochs and mode replace ``axes``, ``seeds`` and
+    ``epochs`` (giving those too is an error). ``model``: the user's builder, "package.module:function"
+    (`tasks.training.models`), in place of the built-in CNN."""
     started = time.perf_counter()
     checks = load_suite(suite)  # a bad suite file or a missing backend fails the run before any work
     check_backend(backend)

@@ -33,15 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "grid":
             return _print_grid(args)
-        from tasks.datasets import resolve_source
-        from tasks.suite import load_suite
+        from tasks.data.datasets import resolve_source
+        from tasks.gate.suite import load_suite
 
         # Fail fast, before Prefect starts, on a missing dataset, a bad suite or an unusable --out.
         resolve_source(args.dataset)
         load_suite(args.suite)
         _check_out(args.out)
         if args.command == "run":
-            from tasks.slots import check_backend
+            from tasks.training.devices import check_backend
 
             check_backend(args.backend)
             _check_executor(args)
@@ -84,7 +84,7 @@ _signals: list[int] = []  # the interrupts received, in case a library swallowed
 def _interrupt(signum, frame) -> None:
     """Kill the training processes first, then raise: even if the exception is caught somewhere below (inside
     Prefect, say), no cell keeps training and the run ends at once with the interrupt's exit code."""
-    from tasks.slots import SlotPool
+    from tasks.training.slots import SlotPool
 
     _signals.append(signum)
     SlotPool.close_all()
@@ -130,7 +130,7 @@ def _check_grid(args: argparse.Namespace) -> None:
     grid the flow fills in the default epochs and seeds; with one it takes the file's (both stay None here)."""
     if args.grid is None:
         return
-    from tasks.grid_file import check_no_conflict, load_grid
+    from tasks.training.grid_file import check_no_conflict, load_grid
 
     check_no_conflict({"--axes": args.axes, "--epochs": args.epochs, "--seeds": args.seeds})
     load_grid(args.grid)
@@ -138,8 +138,8 @@ def _check_grid(args: argparse.Namespace) -> None:
 
 def _print_grid(args: argparse.Namespace) -> int:
     """`ablate grid`: the cells, their count and a rough time estimate; exit 2 on a bad file."""
-    from tasks.grid_file import grid_cells, load_grid
-    from tasks.grid_estimate import estimate
+    from tasks.training.estimate import estimate
+    from tasks.training.grid_file import grid_cells, load_grid
 
     spec = load_grid(args.grid)
     cells = grid_cells(spec, args.aa)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tasks.grid import AXES, BASELINE, DEFAULT_AXES, DEFAULT_SEEDS
+from tasks.training.grid import AXES, BASELINE, DEFAULT_AXES, DEFAULT_SEEDS
 
 MAX_IMAGE_SIDE = 4096  # an image classifier's input is far smaller; larger requests are typos (and gigabytes)
 EXIT_CODES = """exit codes:
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", default="digits",
                      help="'digits' (built in), a folder with train/<class>/* [and test/<class>/*], or an .npz "
                           "with x_train, y_train, x_test, y_test (default: digits)")
-    run.add_argument("--epochs", type=_positive, default=None, help=f"epochs per training run (default: {BASELINE.max_epochs})")
+    run.add_argument("--epochs", type=_positive, default=None,
+                     help=f"epochs per training run (default: {BASELINE.max_epochs})")
     run.add_argument("--seeds", type=_positive, default=None, help=f"seeds per variant (default: {DEFAULT_SEEDS})")
     run.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
                      help="your model builder, (input_shape, num_classes, **options) -> keras.Model, importable "
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="share held out for validation when the dataset has no test split (default: 0.2)")
         sub.add_argument("--out", type=Path, default=None, help="reports folder (default: ./reports)")
         sub.add_argument("--suite", type=Path, default=None, metavar="PATH",
-                         help="gate suite file (TOML): checks, severities, thresholds (default: tasks/gate_suite.toml)")
+                         help="gate suite file (TOML): checks, severities, thresholds "
+                              "(default: tasks/gate/gate_suite.toml)")
     return parser
 
 

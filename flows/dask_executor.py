@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from tasks.errors import AblationError
-from tasks.slots import SlotSpec
+from tasks.training.devices import SlotSpec
 
 GPU = "GPU"  # the resource name workers advertise: `dask worker ... --resources GPU=1`
 CONNECT_TIMEOUT_S = 10  # to a scheduler given by address; Dask's default of 30 s is long for a typo

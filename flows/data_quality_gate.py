@@ -12,9 +12,9 @@ from prefect.runtime import deployment, flow_run
 from flows.parameters import Limit, Side, ValFraction
 from flows.steps import gate_step, load_dataset_step, report_step
 from tasks.errors import GateFailed
+from tasks.gate.suite import load_suite
 from tasks.paths import default_reports_dir
-from tasks.runs import new_run_dir, run_record
-from tasks.suite import load_suite
+from tasks.report.runs import new_run_dir, run_record
 
 
 @flow(name="data-quality-gate")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from tasks.grid import AXES
+from tasks.training.grid import AXES
 
 Axis = Literal[tuple(AXES)]  # type: ignore[valid-type]  (the built-in axes, from the grid itself)
 Epochs = Annotated[int, Field(ge=1, le=10_000, description="epochs per training run")]

@@ -16,19 +16,20 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.aggregate import history_table, mean_curves, results_table, summarise, verdict
-from tasks.comparison_report import predictions_of
-from tasks.datasets import load_cache, load_dataset, save_cache
-from tasks.diagnose import diagnose_all
-from tasks.gate import GateResult, run_gate
-from tasks.gate_report import gate_markdown
-from tasks.grid import Cell
+from tasks.data.datasets import load_cache, load_dataset, save_cache
+from tasks.files import write_atomic
+from tasks.gate.expectations import GateResult, run_gate
+from tasks.gate.stats_cache import cached_pixel_stats
 from tasks.paths import cache_dir
-from tasks.report import render_report, verdict_markdown
-from tasks.runs import run_summary, write_atomic, write_runs_index
-from tasks.slots import CellTimedOut, PoolClosed, SlotPool, WorkerCrashed
-from tasks.stats_cache import cached_pixel_stats
-from tasks.training import failed_record
+from tasks.report.aggregate import history_table, mean_curves, results_table, summarise, verdict
+from tasks.report.comparison import predictions_of
+from tasks.report.diagnose import diagnose_all
+from tasks.report.gate_section import gate_markdown
+from tasks.report.page import render_report, verdict_markdown
+from tasks.report.runs import run_summary, write_runs_index
+from tasks.training.grid import Cell
+from tasks.training.slots import CellTimedOut, PoolClosed, SlotPool, WorkerCrashed
+from tasks.training.train import failed_record
 
 
 @task(name="load dataset", cache_policy=NO_CACHE)
@@ -56,7 +57,7 @@ def check_model_step(spec: str, data: dict, backend: str) -> None:
     import os
 
     os.environ.setdefault("KERAS_BACKEND", backend)  # this process has not imported Keras yet
-    from tasks.models import check_user_model
+    from tasks.training.models import check_user_model
 
     shape = tuple(int(side) for side in data["image_shape"].split("x"))
     check_user_model(spec, shape, len(data["class_names"]))
@@ -128,13 +129,13 @@ def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool, out_dir: Path
 def train_cell_dask_step(cell: Cell, dataset_path: str, out_dir: Path, model_path: Path, tensorboard: bool = False,
                          timeout: float | None = None, backend: str = "tensorflow",
                          log_dir: Path | None = None) -> dict:
-    """Train one cell in this Dask worker's own process (``--executor dask``); see `tasks.dask_worker`.
+    """Train one cell in this Dask worker's own process (``--executor dask``); see `tasks.training.dask_worker`.
 
     Every path must be on storage the workers share with the flow. Crashes are Dask's to retry (the scheduler's
     allowed-failures); a Python error or a time-out becomes a "failed" record, as with the slot pool. With
     ``log_dir`` (a cluster started for this run) the worker's output goes to a log file there.
     """
-    from tasks.dask_worker import train_here, worker_name
+    from tasks.training.dask_worker import train_here, worker_name
 
     payload = {"cell": cell.to_dict(), "dataset_path": dataset_path, "out_dir": str(out_dir),
                "model_path": str(model_path), "tensorboard": tensorboard}

@@ -4,12 +4,21 @@ import re
 import numpy as np
 import pytest
 
-from tasks.aggregate import (HELPS, HURTS, NO_CONFIDENCE, UNCLEAR, mean_curves, paired_effect, results_table,
-                             summarise, verdict)
-from tasks.gate import CheckResult, GateResult
-from tasks.grid import expand_grid
-from tasks.report import render_report
-from tasks.training import failed_record
+from tasks.gate.expectations import CheckResult, GateResult
+from tasks.report.aggregate import (
+    HELPS,
+    HURTS,
+    NO_CONFIDENCE,
+    UNCLEAR,
+    mean_curves,
+    paired_effect,
+    results_table,
+    summarise,
+    verdict,
+)
+from tasks.report.page import render_report
+from tasks.training.grid import expand_grid
+from tasks.training.train import failed_record
 
 
 def fake_records(seeds=3, gains=None, failed=()):
@@ -116,7 +125,7 @@ def test_the_paired_test_is_an_exact_permutation_test_for_few_seeds_and_a_t_test
 
     from scipy import stats
 
-    from tasks.aggregate import paired_test
+    from tasks.report.aggregate import paired_test
 
     differences = np.array([0.01, 0.02, 0.035, -0.005])
     flips = [abs(np.mean(np.array(signs) * differences)) for signs in itertools.product([1, -1], repeat=4)]
@@ -138,7 +147,7 @@ def test_every_variant_gets_a_t_interval_of_its_mean_accuracy():
 
 
 def test_the_aa_control_is_the_baseline_trained_again_independently_and_kept_out_of_the_changes():
-    from tasks.grid import AA_AXIS
+    from tasks.training.grid import AA_AXIS
 
     cells = expand_grid(axes=["dropout"], seeds=2, epochs=3, aa=True)
     control = [c for c in cells if c.axis == AA_AXIS]
@@ -163,7 +172,7 @@ def test_the_aa_control_is_the_baseline_trained_again_independently_and_kept_out
 
 
 def test_gate_findings_are_tied_to_the_effects_they_explain():
-    from tasks.explain import gate_links
+    from tasks.report.explain import gate_links
 
     summary = summarise(results_table(fake_records(seeds=3, gains={"raw 0-255": -0.2})))
     links = gate_links({"one_pixel_scale", "train_test_leakage"}, summary)
@@ -174,7 +183,7 @@ def test_gate_findings_are_tied_to_the_effects_they_explain():
 
 
 def test_the_report_shows_each_variants_diagnoses_under_its_axis():
-    from tasks.diagnose import diagnose_all
+    from tasks.report.diagnose import diagnose_all
 
     records = fake_records(seeds=2)
     for record in records:
@@ -190,7 +199,7 @@ def test_the_report_shows_each_variants_diagnoses_under_its_axis():
 
 
 def test_history_table_is_tidy_one_row_per_cell_and_epoch():
-    from tasks.aggregate import history_table
+    from tasks.report.aggregate import history_table
 
     records = fake_records(seeds=2, failed={"dropout/dropout 0/seed1"})
     table = history_table(records)
@@ -202,8 +211,8 @@ def test_history_table_is_tidy_one_row_per_cell_and_epoch():
 
 
 def test_the_best_change_section_has_confusion_matrices_and_the_images_the_change_fixed():
-    from tasks.comparison_report import comparison_section
-    from tasks.datasets import load_dataset
+    from tasks.data.datasets import load_dataset
+    from tasks.report.comparison import comparison_section
 
     data = load_dataset("digits", limit=60)
     truth = data.y_test
@@ -223,7 +232,7 @@ def test_the_best_change_section_has_confusion_matrices_and_the_images_the_chang
 def test_the_runs_index_lists_every_run_newest_first_and_charts_each_deployment(tmp_path):
     import json
 
-    from tasks.runs import write_runs_index
+    from tasks.report.runs import write_runs_index
 
     def run(name, started, deployment, base, gain, dataset="digits"):
         (tmp_path / name).mkdir()
@@ -248,8 +257,8 @@ def test_the_runs_index_lists_every_run_newest_first_and_charts_each_deployment(
 
 
 def test_the_verdict_and_the_gate_as_markdown_for_prefects_ui():
-    from tasks.gate_report import gate_markdown
-    from tasks.report import verdict_markdown
+    from tasks.report.gate_section import gate_markdown
+    from tasks.report.page import verdict_markdown
 
     summary = summarise(results_table(fake_records(gains={"standardise": 0.06})))
     text = verdict_markdown(verdict(summary), "pass", "/r/index.html")

@@ -1,7 +1,7 @@
 """The cell cache: a cell's key is what its result depends on; failed cells are never kept."""
 
-from tasks.cell_cache import cell_key, load_cell, save_cell
-from tasks.grid import expand_grid
+from tasks.training.cell_cache import cell_key, load_cell, save_cell
+from tasks.training.grid import expand_grid
 
 
 def test_the_key_depends_on_data_config_and_backend_not_on_names():
@@ -22,7 +22,7 @@ def test_finished_cells_round_trip_and_failed_or_damaged_ones_do_not(tmp_path):
 
 
 def test_models_of_the_best_variant_or_all_of_them_are_exported(tmp_path):
-    from tasks.cell_cache import export_models
+    from tasks.training.cell_cache import export_models
 
     records = [{"axis": "dropout", "variant": v, "seed": s, "status": "ok", "best_val_accuracy": acc}
                for v, acc in (("low", 0.5), ("high", 0.9)) for s in (0, 1)]
@@ -40,7 +40,7 @@ def test_models_of_the_best_variant_or_all_of_them_are_exported(tmp_path):
 def test_editing_the_users_model_module_changes_its_cells_keys(tmp_path, monkeypatch):
     import sys
 
-    from tasks.cell_cache import cell_key
+    from tasks.training.cell_cache import cell_key
 
     module = tmp_path / "my_model_pkg.py"
     module.write_text("def build(input_shape, num_classes):\n    return None\n")

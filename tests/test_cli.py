@@ -1,7 +1,7 @@
 """The `ablate` command as a user runs it: a subprocess, its exit code, and what it prints."""
 
-import os
 import json
+import os
 import re
 import shutil
 import signal

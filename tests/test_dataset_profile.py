@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from tasks.dataset_profile import class_table, profile_images
-from tasks.stats_cache import load_table, save_table
+from tasks.gate.profile import class_table, profile_images
+from tasks.gate.stats_cache import load_table, save_table
 
 
 def stats_table(rows):

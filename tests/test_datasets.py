@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks import images
-from tasks.datasets import load_cache, load_dataset, resolve_source, save_cache
+from tasks.data import images
+from tasks.data.datasets import load_cache, load_dataset, resolve_source, save_cache
+from tasks.data.images import OUTSIDE_LINK, SCANNED_LINK
+from tasks.data.sampling import holdout_mask, stratified_subset
 from tasks.errors import DatasetError
-from tasks.images import OUTSIDE_LINK, SCANNED_LINK
-from tasks.sampling import holdout_mask, stratified_subset
 from tests.conftest import write_image_folder, write_npz
 
 

@@ -2,7 +2,7 @@
 
 import math
 
-from tasks.diagnose import diagnose
+from tasks.report.diagnose import diagnose
 
 
 def run(train, val, train_loss=None, val_loss=None, epochs=None):

@@ -10,7 +10,7 @@ import pytest
 from flows.ablation import ablation
 from flows.data_quality_gate import data_quality_gate
 from tasks.errors import GateFailed
-from tasks.grid import expand_grid
+from tasks.training.grid import expand_grid
 from tests.conftest import write_image_folder, write_npz
 
 
@@ -121,8 +121,9 @@ def test_a_crashed_cell_is_retried_once_and_a_timed_out_one_is_not(prefect_serve
     from prefect import flow
 
     from flows.steps import train_cell_step
-    from tasks.datasets import load_dataset, save_cache
-    from tasks.slots import SlotPool, SlotSpec
+    from tasks.data.datasets import load_dataset, save_cache
+    from tasks.training.devices import SlotSpec
+    from tasks.training.slots import SlotPool
 
     dataset = str(save_cache(load_dataset("digits", limit=40), tmp_path / "cache"))
     (cell,) = [c for c in expand_grid(["dropout"], seeds=1, epochs=10_000) if c.axis == "baseline"]

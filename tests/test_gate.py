@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from tasks.checks import CHECKS
-from tasks.datasets import Dataset
-from tasks.gate import GateResult, gate_status, run_gate
-from tasks.pixel_stats import pixel_stats
-from tasks.suite import load_suite
+from tasks.data.datasets import Dataset
+from tasks.gate.checks import CHECKS
+from tasks.gate.expectations import GateResult, gate_status, run_gate
+from tasks.gate.pixel_stats import pixel_stats
+from tasks.gate.suite import load_suite
 
 CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS, SIZE = 3, 20, 10, 24
 
@@ -87,7 +87,7 @@ def unreadable(d):
 
 
 def link_not_followed(d):
-    from tasks.images import OUTSIDE_LINK
+    from tasks.data.images import OUTSIDE_LINK
 
     d.skipped = np.array([["test", "0", "test/class_0/elsewhere.png", OUTSIDE_LINK]])
     return ["test/class_0/elsewhere.png"]

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.grid import AXES, BASELINE, BASELINE_AXIS, DEFAULT_AXES, baseline_value, expand_grid
+from tasks.training.grid import AXES, BASELINE, BASELINE_AXIS, DEFAULT_AXES, baseline_value, expand_grid
 
 
 def test_default_grid_is_baseline_plus_two_changes_per_axis_over_three_seeds():

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.grid import BASELINE, BASELINE_AXIS, TrainConfig
-from tasks.grid_file import FACTORIAL_AXIS, SETTINGS, GridFileError, grid_cells, load_grid
+from tasks.training.grid import BASELINE, BASELINE_AXIS, TrainConfig
+from tasks.training.grid_file import FACTORIAL_AXIS, SETTINGS, GridFileError, grid_cells, load_grid
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ablation.toml"
 

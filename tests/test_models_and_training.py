@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.datasets import load_cache, load_dataset, save_cache
-from tasks.grid import BASELINE, expand_grid
-from tasks.models import build_model
-from tasks.training import normalise, train_cell
+from tasks.data.datasets import load_cache, load_dataset, save_cache
+from tasks.training.grid import BASELINE, expand_grid
+from tasks.training.models import build_model
+from tasks.training.train import normalise, train_cell
 
 
 def layer_types(model):
@@ -105,8 +105,8 @@ def test_a_cell_past_its_time_limit_stops_between_batches_and_fails_as_timed_out
 
 
 def test_each_new_axis_changes_the_built_model_as_it_claims():
-    from tasks.grid import AXES
-    from tasks.models import build_model
+    from tasks.training.grid import AXES
+    from tasks.training.models import build_model
 
     def model(axis, variant):
         return build_model((16, 16, 3), 4, replace(BASELINE, **AXES[axis][variant]))
@@ -126,8 +126,8 @@ def test_each_new_axis_changes_the_built_model_as_it_claims():
 def test_optimiser_schedule_and_early_stopping_axes_change_the_training():
     import keras
 
-    from tasks.grid import AXES
-    from tasks.training import make_optimizer, schedule_callbacks
+    from tasks.training.grid import AXES
+    from tasks.training.train import make_optimizer, schedule_callbacks
 
     def config(axis, variant):
         return replace(BASELINE, **AXES[axis][variant])
@@ -149,7 +149,7 @@ def test_optimiser_schedule_and_early_stopping_axes_change_the_training():
 
 
 def test_every_new_axis_trains_end_to_end_on_a_tiny_slice(tiny_dataset):
-    from tasks.grid import AXES, DEFAULT_AXES
+    from tasks.training.grid import AXES, DEFAULT_AXES
 
     extra = [axis for axis in AXES if axis not in DEFAULT_AXES]
     for cell in expand_grid(extra, seeds=1, epochs=1)[1:]:
@@ -164,7 +164,7 @@ def test_every_new_axis_trains_end_to_end_on_a_tiny_slice(tiny_dataset):
     ("no colon", "expected package.module:function"),
 ])
 def test_a_user_model_that_cannot_be_used_is_a_clear_error(spec, message):
-    from tasks.models import UserModelError, check_user_model
+    from tasks.training.models import UserModelError, check_user_model
 
     with pytest.raises(UserModelError, match="^--model") as error:
         check_user_model(spec, (16, 16, 3), 4)
@@ -173,7 +173,7 @@ def test_a_user_model_that_cannot_be_used_is_a_clear_error(spec, message):
 
 def test_the_users_model_gets_the_options_its_variants_change_and_the_layers_in_front():
     from tasks.errors import NotApplicable
-    from tasks.models import user_options
+    from tasks.training.models import user_options
 
     spec = "tests.user_models:small_mlp"
     baseline = replace(BASELINE, model=spec)

@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from tasks.datasets import load_dataset
-from tasks.pixel_stats import pixel_scale, pixel_stats
+from tasks.data.datasets import load_dataset
+from tasks.gate.pixel_stats import pixel_scale, pixel_stats
 
 
 def test_one_row_per_image_with_the_documented_columns():
@@ -39,7 +39,7 @@ def test_scale_names():
 
 def one_split(x, y=None):
     """A Dataset whose train and test splits both hold ``x`` (the test rows are ignored by these tests)."""
-    from tasks.datasets import Dataset
+    from tasks.data.datasets import Dataset
 
     y = np.zeros(len(x), int) if y is None else y
     ids = np.array([f"x[{i}]" for i in range(len(x))])
@@ -103,7 +103,7 @@ def test_float_images_are_measured_on_their_own_scale():
 
 
 def test_threads_do_not_change_the_result():
-    from tasks import pixel_stats as module
+    from tasks.gate import pixel_stats as module
 
     x = np.random.default_rng(4).integers(0, 256, (300, 8, 8, 3), dtype=np.uint8)
     data = one_split(x)
@@ -118,7 +118,7 @@ def test_threads_do_not_change_the_result():
 
 
 def test_files_not_read_get_a_row_with_their_reason_and_no_measurements():
-    from tasks.images import OUTSIDE_LINK
+    from tasks.data.images import OUTSIDE_LINK
 
     data = one_split(np.zeros((2, 4, 4, 1), np.uint8))
     data.skipped = np.array([["train", "0", "a/bad.png", "truncated"], ["test", "0", "a/l.png", OUTSIDE_LINK]])

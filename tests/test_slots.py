@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from tasks.datasets import load_dataset, save_cache
-from tasks.grid import expand_grid
-from tasks.slots import (BackendError, CellTimedOut, SlotPool, SlotSpec, WorkerCrashed, check_backend, detect_gpus,
-                         plan_slots)
+from tasks.data.datasets import load_dataset, save_cache
+from tasks.training.devices import BackendError, SlotSpec, check_backend, detect_gpus, plan_slots
+from tasks.training.grid import expand_grid
+from tasks.training.slots import CellTimedOut, SlotPool, WorkerCrashed
 
 
 def test_cpu_plan_is_one_slot_per_core_with_threads_shared():
@@ -85,12 +85,12 @@ def test_fewer_slots_on_a_gpu_with_little_memory_and_the_backend_in_every_proces
 
 
 def test_a_missing_or_unknown_backend_is_a_clear_error(monkeypatch):
-    from tasks import slots
+    from tasks.training import devices
 
     check_backend("tensorflow")
     with pytest.raises(BackendError, match="choose from tensorflow, jax, torch"):
         check_backend("theano")
-    monkeypatch.setitem(slots.BACKEND_MODULES, "jax", "no_such_module_for_this_test")
+    monkeypatch.setitem(devices.BACKEND_MODULES, "jax", "no_such_module_for_this_test")
     with pytest.raises(BackendError, match="no_such_module_for_this_test is not installed") as error:
         check_backend("jax")
     assert error.value.exit_code == 2

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tasks.checks import CHECKS
-from tasks.suite import DEFAULT_SUITE, SuiteError, load_suite
+from tasks.gate.checks import CHECKS
+from tasks.gate.suite import DEFAULT_SUITE, SuiteError, load_suite
 
 
 def test_the_default_suite_is_versioned_and_configures_every_check():

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.datasets import load_cache
-from tasks.pixel_stats import STATS_VERSION, pixel_stats
+from tasks.data.datasets import load_cache
+from tasks.gate.pixel_stats import STATS_VERSION, pixel_stats
 
 
 def cached_pixel_stats(data: dict, directory: Path) -> tuple[pd.DataFrame, Path]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.errors import NOT_APPLICABLE
-from tasks.grid import AA_AXIS, AXES, BASELINE_AXIS, baseline_value
+from tasks.training.grid import AA_AXIS, AXES, BASELINE_AXIS, baseline_value
 
 RESULT_COLUMNS = ["axis", "variant", "seed", "status", "best_val_accuracy", "final_val_accuracy",
                   "final_train_accuracy", "epochs", "seconds", "worker", "cached", "error"]

@@ -1,7 +1,7 @@
 """The data-quality gate: the suite's checks, validated by Great Expectations over the profiled tables.
 
 `run_gate` profiles the per-image statistics (duplicates, outliers, per-class counts), builds the suite's
-expectations (`tasks/checks.py`), validates the image table and the class table with Great Expectations, writes
+expectations (`tasks/gate/checks.py`), validates the image table and the class table with Great Expectations, writes
 Data Docs, and condenses each result into a `CheckResult` that names the offending images.
 Great Expectations is imported inside `validate`: it costs 2.5-5 s, which the CLI's start-up should not pay.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.checks import CRITICAL, IMAGES, CheckSpec, build_specs, title
-from tasks.dataset_profile import class_table, profile_images
-from tasks.suite import load_suite
+from tasks.gate.checks import CRITICAL, IMAGES, CheckSpec, build_specs, title
+from tasks.gate.profile import class_table, profile_images
+from tasks.gate.suite import load_suite
 
 MAX_NAMED = 50  # offending images listed per check in gate.json and the report; the Data Docs list them all
 KEY_COLUMN = {"images": "path", "classes": "class"}  # what names an offending row in each table
@@ -67,7 +67,7 @@ def run_gate(stats: pd.DataFrame, class_names: list[str], suite: dict | None = N
              docs_dir: Path | None = None) -> GateResult:
     """Profile ``stats``, validate both tables with Great Expectations, write Data Docs under ``docs_dir``.
 
-    ``suite`` is a loaded suite file (`tasks.suite.load_suite`); the default suite when None.
+    ``suite`` is a loaded suite file (`tasks.gate.suite.load_suite`); the default suite when None.
     """
     suite = suite or load_suite()
     images = profile_images(stats)

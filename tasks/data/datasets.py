@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.data.images import read_folder_split, resize_images, scan_folder
+from tasks.data.sampling import holdout_mask, stratified_subset
 from tasks.errors import DatasetError
-from tasks.images import read_folder_split, resize_images, scan_folder
-from tasks.runs import write_atomic
-from tasks.sampling import holdout_mask, stratified_subset
+from tasks.files import write_atomic
 
 DIGITS_SIZE = (32, 32)  # digits are 8x8; 32x32 leaves room for two 2x2 poolings in the deepest variant
 HELD_OUT_NAMES = ("test", "val", "validation")

@@ -15,9 +15,9 @@ import json
 import shutil
 from pathlib import Path
 
-from tasks.runs import write_atomic
+from tasks.files import write_atomic
 
-_TRAINING_MODULES = ("training.py", "models.py", "grid.py")
+_TRAINING_MODULES = ("train.py", "models.py", "grid.py")
 
 
 def _code_version() -> str:
@@ -35,7 +35,7 @@ def model_version(spec: str) -> str:
     edit the model and its cells train again."""
     import importlib.util
 
-    from tasks.grid import working_dir_importable
+    from tasks.training.grid import working_dir_importable
 
     module = spec.split(":")[0]
     working_dir_importable()

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from tasks.datasets import Dataset
-from tasks.images import LINK_REASONS
+from tasks.data.datasets import Dataset
+from tasks.data.images import LINK_REASONS
 
 STATS_VERSION = 2  # bump when a measure changes, so statistics cached by older code are not reused
 PIXELS_PER_CHUNK = 1 << 21  # ~2M values per chunk: 8 MB float32 temporaries stay in cache; measured fastest

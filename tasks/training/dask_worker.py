@@ -30,9 +30,9 @@ def train_here(payload: dict, backend: str, time_limit: float | None = None, log
     if log_dir and "log" not in _prepared:
         _prepared["log"] = _redirect_output(Path(log_dir) / f"dask-{_safe(worker_name())}.log")
     prepare(backend)
-    from tasks import training
+    from tasks.training import train
 
-    record = training.train_cell(**payload, time_limit=time_limit)
+    record = train.train_cell(**payload, time_limit=time_limit)
     return record | {"worker": worker_name()}
 
 
@@ -47,10 +47,10 @@ def prepare(backend: str) -> None:
         os.environ["KERAS_BACKEND"] = backend
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: share the GPU with other workers
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from tasks import training
+        from tasks.training import train
 
         threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count() or 1
-        training.init_process(threads)
+        train.init_process(threads)
         import keras
 
         if keras.backend.backend() != backend:  # Keras was imported before, by something else in this worker

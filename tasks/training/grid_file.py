@@ -28,8 +28,19 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.errors import AblationError
-from tasks.grid import (AA_AXIS, AA_VARIANT, AUGMENTATIONS, BASELINE, BASELINE_AXIS, LR_SCHEDULES, MODEL_SPEC,
-                        NORMALISATIONS, OPTIMIZERS, Cell, TrainConfig)
+from tasks.training.grid import (
+    AA_AXIS,
+    AA_VARIANT,
+    AUGMENTATIONS,
+    BASELINE,
+    BASELINE_AXIS,
+    LR_SCHEDULES,
+    MODEL_SPEC,
+    NORMALISATIONS,
+    OPTIMIZERS,
+    Cell,
+    TrainConfig,
+)
 
 FACTORIAL_AXIS = "factorial"
 MAX_CELLS = 10_000  # a factorial grid past this is a typo, not a plan

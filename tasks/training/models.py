@@ -1,6 +1,6 @@
 """Model builders: pure functions from (input shape, classes, config) to an uncompiled Keras model.
 
-Compiling and fitting live in `tasks.training`. Keras 3 API only (`import keras`), so the backend is a setting.
+Compiling and fitting live in `tasks.training.train`. Keras 3 API only (`import keras`), so the backend is a setting.
 
 The user's own model (``--model package.module:build_model``): a function ``(input_shape, num_classes,
 **options) -> keras.Model``. Resizing and augmentation wrap it; normalisation, optimiser, schedule, batch size
@@ -19,7 +19,7 @@ import keras
 from keras import layers
 
 from tasks.errors import AblationError, NotApplicable
-from tasks.grid import BASELINE, MODEL_SPEC, TrainConfig, working_dir_importable
+from tasks.training.grid import BASELINE, MODEL_SPEC, TrainConfig, working_dir_importable
 
 COOPERATIVE = ("conv_filters", "dense_units", "dropout", "batch_norm", "width")  # options a user builder may take
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.grid import Cell
 from tasks.paths import cache_dir
-from tasks.slots import cpu_count, detect_gpus, plan_slots
+from tasks.training.devices import cpu_count, detect_gpus, plan_slots
+from tasks.training.grid import Cell
 
 # Digits (1,438 images of 32x32) at batch 32, one TensorFlow thread, this project's 2-core CPU machine: 27 cells
 # of 10 epochs spent 185 s training (benchmarks/bench_grid.py), about 0.8 s per epoch once early stops count.

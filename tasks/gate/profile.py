@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.pixel_stats import usual_scale
+from tasks.gate.pixel_stats import usual_scale
 
 SPLITS = ("train", "test")
 QUALITY_COLUMNS = ["brightness", "contrast", "brightness_p01", "brightness_p99", "saturated_share", "entropy",

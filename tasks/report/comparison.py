@@ -9,11 +9,11 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-from tasks.aggregate import Verdict
-from tasks.datasets import Dataset
-from tasks.gate_report import ImageDrawer
-from tasks.grid import AA_AXIS, BASELINE_AXIS
-from tasks.plots import figure_png, pyplot
+from tasks.data.datasets import Dataset
+from tasks.report.aggregate import Verdict
+from tasks.report.gate_section import ImageDrawer
+from tasks.report.plots import figure_png, pyplot
+from tasks.training.grid import AA_AXIS, BASELINE_AXIS
 
 MAX_MATRIX_CLASSES = 20  # beyond this a matrix's labels are unreadable; the top confusions are listed instead
 FIXED_IMAGES = 16

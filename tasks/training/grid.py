@@ -4,7 +4,7 @@ Every variant is `replace(BASELINE, **change)`, so a variant lists only what it 
 that belong together, such as AdamW and its weight decay). On the default axes the baseline takes the middle
 value, so each shows one step down and one step up; every axis holds the baseline's own value exactly once. The
 baseline is trained once (per seed) and shared by all axes rather than once per axis. Grid files
-(`tasks.grid_file`) build the same cells from settings and values of their own.
+(`tasks.training.grid_file`) build the same cells from settings and values of their own.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class TrainConfig:
     augmentation: tuple[str, ...] = ()  # of AUGMENTATIONS: Keras preprocessing layers, active in training only
     width: float = 1.0  # multiplies every conv and dense layer's units
     input_scale: float = 1.0  # images resized by this factor inside the model (a Resizing layer)
-    model: str = ""  # "": the built-in CNN; "package.module:function": the user's builder (tasks.models)
+    model: str = ""  # "": the built-in CNN; "package.module:function": the user's builder (tasks.training.models)
     seed: int = 0
     # 0 for every cell but the A/A control's second run of the baseline (1): it draws its initial weights and
     # data order from seed + SEED_STRIDE, an independent run of the same config, still paired by ``seed``.

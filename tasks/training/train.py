@@ -1,4 +1,4 @@
-"""Train one cell of the grid. Runs inside a long-lived training process (see `tasks.slots`).
+"""Train one cell of the grid. Runs inside a long-lived training process (see `tasks.training.slots`).
 
 The process imports Keras once and trains many cells; between cells the Keras session is cleared. Input is a
 small dict (the cell's config and the dataset cache path); output is a small dict of metrics and per-epoch
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.errors import NOT_APPLICABLE, NotApplicable
-from tasks.grid import TrainConfig
+from tasks.training.grid import TrainConfig
 
 _datasets: dict[str, object] = {}  # the last dataset loaded by this process: every cell of a run shares it
 HISTORY_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss")
@@ -132,7 +132,7 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
          time_limit: float | None = None) -> dict:
     import keras
 
-    from tasks.models import build_model
+    from tasks.training.models import build_model
 
     config = config_of(cell)
     data = _dataset(dataset_path)
@@ -219,7 +219,7 @@ def _time_limit_callback(seconds: float):
 
 
 def _dataset(path: str):
-    from tasks.datasets import load_cache
+    from tasks.data.datasets import load_cache
 
     if path not in _datasets:
         _datasets.clear()

@@ -12,14 +12,14 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-from tasks.aggregate import HELPS, HURTS, Verdict, axes_in, axis_rows
-from tasks.datasets import Dataset
-from tasks.comparison_report import comparison_section
-from tasks.explain import gate_links
-from tasks.plots import figure_png, pyplot
-from tasks.gate import GateResult
-from tasks.gate_report import ImageDrawer, gate_section
-from tasks.grid import BASELINE_AXIS, baseline_value
+from tasks.data.datasets import Dataset
+from tasks.gate.expectations import GateResult
+from tasks.report.aggregate import HELPS, HURTS, Verdict, axes_in, axis_rows
+from tasks.report.comparison import comparison_section
+from tasks.report.explain import gate_links
+from tasks.report.gate_section import ImageDrawer, gate_section
+from tasks.report.plots import figure_png, pyplot
+from tasks.training.grid import BASELINE_AXIS, baseline_value
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1.5em;color:#1d232a}
@@ -50,8 +50,8 @@ def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | No
                   curves: dict | None, results: pd.DataFrame | None, data: Dataset | None = None,
                   diagnoses: dict | None = None, predictions: dict | None = None) -> str:
     """The whole page. ``run`` holds the run's facts: id, dataset, parameters, timings, error. ``diagnoses``:
-    what each variant's curves show (`tasks.diagnose`); ``predictions``: each cell's class per validation image
-    (`tasks.comparison_report`)."""
+    what each variant's curves show (`tasks.report.diagnose`); ``predictions``: each cell's class per validation image
+    (`tasks.report.comparison`)."""
     parts = [f"<h1>Why isn't the model improving? &mdash; {escape(run['dataset'])}</h1>",
              f"<p class=muted>run {escape(run['run_id'])} &middot; {escape(run.get('started', ''))}</p>",
              _verdict_html(run, gate, verdict, summary)]

@@ -3,7 +3,7 @@
 A check names the Great Expectations class, its arguments (thresholds from the suite file, expected values from
 the data's majority where there is no fixed truth, like the usual scale) and a one-line explanation of what a
 failure means for training. Which checks run, their severities and thresholds come from the suite file
-(`tasks/gate_suite.toml`); this module only knows what each check *is*.
+(`tasks/gate/gate_suite.toml`); this module only knows what each check *is*.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""Run folders: a new one per run (so no run overwrites another's report), atomic writes, and an index page."""
+"""Run folders: a new one per run (so no run overwrites another's report), the facts each run records, and the index
+of runs."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
+
+from tasks.files import write_atomic
 
 
 def new_run_dir(reports_dir: Path, dataset: str) -> Path:
@@ -23,14 +25,6 @@ def new_run_dir(reports_dir: Path, dataset: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"cannot create a run folder in {reports_dir}")
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write via a temporary file and rename, so a crash never leaves half a report where a whole one was."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def run_summary(run: dict, gate_status: str | None, summary=None, outcome=None) -> dict:
@@ -99,7 +93,7 @@ def _scheduled(runs: list[tuple[str, dict]]) -> dict[str, list[dict]]:
 
 
 def _trend_chart(deployment: str, points: list[dict]) -> str:
-    from tasks.plots import figure_png, pyplot
+    from tasks.report.plots import figure_png, pyplot
 
     when = [datetime.strptime(p["started"], "%Y-%m-%d %H:%M UTC") for p in points]
     base = [p["baseline_accuracy"] * 100 for p in points]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tasks.aggregate import HELPS, HURTS
+from tasks.report.aggregate import HELPS, HURTS
 
 SCALE_CHECKS = {"one_pixel_scale", "one_dtype", "brightness_drift", "contrast_drift"}
 LEAK_CHECKS = {"train_test_leakage", "near_duplicates_across_splits"}

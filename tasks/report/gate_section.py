@@ -15,11 +15,11 @@ from html import escape
 import numpy as np
 from PIL import Image
 
-from tasks.checks import CRITICAL
-from tasks.datasets import Dataset
-from tasks.gate import MAX_NAMED, CheckResult, GateResult
-from tasks.pixel_stats import min_max, pixel_scale, value_range
-from tasks.plots import figure_png, pyplot
+from tasks.data.datasets import Dataset
+from tasks.gate.checks import CRITICAL
+from tasks.gate.expectations import MAX_NAMED, CheckResult, GateResult
+from tasks.gate.pixel_stats import min_max, pixel_scale, value_range
+from tasks.report.plots import figure_png, pyplot
 
 THUMBNAILS = 8  # offending images drawn per check
 SAMPLE_CLASSES, SAMPLES_PER_CLASS = 30, 8  # the per-class grid: enough to spot a wrong class, small enough to load

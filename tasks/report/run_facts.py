@@ -6,7 +6,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-from tasks.slots import nvidia_smi, cpu_count
+from tasks.training.devices import cpu_count, nvidia_smi
 
 PACKAGES = {"TensorFlow": "tensorflow", "Keras": "keras", "JAX": "jax", "PyTorch": "torch", "Prefect": "prefect",
             "Great Expectations": "great-expectations", "prefect-dask": "prefect-dask", "NumPy": "numpy"}

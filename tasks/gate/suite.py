@@ -1,6 +1,6 @@
 """Read a gate suite file (TOML): which checks run, their severities and thresholds, all validated up front.
 
-The default suite is `tasks/gate_suite.toml`, versioned with the code. A user's suite is checked key by key,
+The default suite is `tasks/gate/gate_suite.toml`, versioned with the code. A user's suite is checked key by key,
 so a typo is a one-line error naming the key and what is allowed, not a check that silently never runs.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from tasks.checks import CHECKS, CRITICAL, OFF, WARNING
 from tasks.errors import AblationError
+from tasks.gate.checks import CHECKS, CRITICAL, OFF, WARNING
 
 DEFAULT_SUITE = Path(__file__).with_name("gate_suite.toml")
 SEVERITIES = (CRITICAL, WARNING, OFF)

@@ -1,0 +1,9 @@
+"""Stage 4, the report: from per-cell records to the verdict and the pages a person reads.
+
+Owns: results tables, paired statistics and the verdict (`aggregate`), curve diagnoses (`diagnose`), gate
+findings tied to effects (`explain`), plots (`plots`), the HTML report (`page`, `gate_section`, `comparison`),
+run folders with their summary and the index of runs (`runs`), and what a run ran on (`run_facts`).
+
+May import every earlier stage: `tasks.data`, `tasks.gate`, `tasks.training`, and the shared `tasks.errors`,
+`tasks.paths`, `tasks.files`.
+"""
