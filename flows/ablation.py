@@ -30,7 +30,7 @@ from flows.steps import (
 )
 from tasks.errors import GateFailed
 from tasks.gate.suite import load_suite
-from tasks.paths import cache_dir, default_reports_dir
+from tasks.paths import cache_dir, reports_dir
 from tasks.report.aggregate import training_times
 from tasks.report.run_facts import environment_facts
 from tasks.report.runs import new_run_dir, run_record
@@ -93,7 +93,7 @@ def ablation(
     if model:
         cells = [Cell(cell.axis, cell.variant, replace(cell.config, model=model)) for cell in cells]
     model = cells[0].config.model  # --model, or the grid file's baseline
-    reports = Path(out) if out else default_reports_dir()
+    reports = reports_dir(out)
 
     # 1. Load the dataset once and cache it for the training processes
     data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)
@@ -121,7 +121,7 @@ def ablation(
         raise GateFailed(f"{run['error']} (report: {page})", page)
 
     # 3. Train every cell of the grid: the local slot pool or a Dask cluster (--executor)
-    cells_dir = cache_dir(Path(store) if store else reports) / "cells"
+    cells_dir = cache_dir(reports_dir(store) if store else reports) / "cells"
     keys = cell_keys(cells, data["fingerprint"], backend)
     options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries,
                "backend": backend, "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address}

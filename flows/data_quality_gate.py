@@ -13,7 +13,7 @@ from flows.parameters import Limit, Side, ValFraction
 from flows.steps import gate_step, load_dataset_step, report_step
 from tasks.errors import GateFailed
 from tasks.gate.suite import load_suite
-from tasks.paths import default_reports_dir
+from tasks.paths import reports_dir
 from tasks.report.runs import new_run_dir, run_record
 
 
@@ -27,7 +27,7 @@ def data_quality_gate(
     suite: str | None = None,
 ) -> dict:
     """Validate a dataset's pixels and labels with Great Expectations; fail the run on critical problems."""
-    reports = Path(out) if out else default_reports_dir()
+    reports = reports_dir(out)
     checks = load_suite(suite)  # a bad suite file fails the run before any work
 
     # 1. Load the dataset

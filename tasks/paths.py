@@ -10,6 +10,13 @@ def default_reports_dir() -> Path:
     return Path.cwd() / "reports"
 
 
+def reports_dir(out: str | Path | None = None) -> Path:
+    """The reports folder a run writes to: ``out`` as given, or the default, made absolute. Relative paths are
+    resolved once, here, against the directory the tool was started in: run folders, the Data Docs (which Great
+    Expectations requires absolute) and the paths printed at the end all agree on it."""
+    return (Path(out).expanduser() if out else default_reports_dir()).absolute()
+
+
 def cache_dir(reports_dir: Path) -> Path:
     """The cache under the reports folder (never the user's home), safe to delete at any time:
     ``datasets/`` decoded datasets by fingerprint (the training processes load them from there), ``folders/``

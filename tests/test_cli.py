@@ -16,10 +16,10 @@ from PIL import Image
 from tests.conftest import write_image_folder, write_npz
 
 
-def ablate(*args, api_url=None, timeout=300):
+def ablate(*args, api_url=None, timeout=300, cwd=None):
     env = os.environ | ({"PREFECT_API_URL": api_url} if api_url else {})
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env=env, timeout=timeout, cwd=cwd)
 
 
 def assert_one_line_error(result, code, text):
@@ -82,6 +82,14 @@ def test_validate_passes_with_warnings_and_exits_0(prefect_server, tmp_path):
     gate = json.loads(next((tmp_path / "r").glob("*/gate.json")).read_text())
     failed = {c["name"] for c in gate["checks"] if not c["success"]}
     assert gate["status"] == "warn" and failed == {"one_channel_count", "constant_images", "low_information"}
+
+
+def test_a_relative_out_is_taken_from_where_the_command_runs(prefect_server, tmp_path):
+    """Great Expectations refuses a relative Data Docs folder: a relative --out once ended in its traceback."""
+    result = ablate("validate", "digits", "--limit", "20", "--out", "my-reports", api_url=prefect_server, cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "my-reports").glob("*-digits")
+    assert (run_dir / "data_docs" / "index.html").exists() and f"report: {run_dir / 'index.html'}" in result.stdout
 
 
 def test_suite_option_selects_another_suite_and_a_bad_one_is_exit_2(prefect_server, tmp_path):

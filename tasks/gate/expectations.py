@@ -107,7 +107,7 @@ def validate(images: pd.DataFrame, classes: pd.DataFrame, specs: list[CheckSpec]
     if docs_dir is not None:
         context.add_data_docs_site(site_name="gate", site_config={
             "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(docs_dir).absolute())},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
         context.build_data_docs(site_names=["gate"])
