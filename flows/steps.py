@@ -24,8 +24,8 @@ from tasks.paths import cache_dir
 from tasks.report.aggregate import history_table, mean_curves, results_table, summarise, verdict
 from tasks.report.comparison import predictions_of
 from tasks.report.diagnose import diagnose_all
-from tasks.report.gate_section import gate_markdown
-from tasks.report.page import render_report, verdict_markdown
+from tasks.report.markdown import gate_markdown, verdict_markdown
+from tasks.report.page import render_report
 from tasks.report.runs import run_summary, write_runs_index
 from tasks.training.grid import Cell
 from tasks.training.slots import CellTimedOut, PoolClosed, SlotPool, WorkerCrashed

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -44,16 +45,18 @@ def open_page(page: Path, screenshot_name: str, width: int = 1100, height: int =
     binary = chromium()
     if binary is None:
         raise RuntimeError("no Chromium found (apt-get install chromium)")
-    with tempfile.TemporaryDirectory(prefix="ablation-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile for a moment after the browser dies.
+    with tempfile.TemporaryDirectory(prefix="ablation-chromium-", ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--remote-debugging-port=0", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)  # its own process group: the browser and every helper it starts
         try:
             return _visit(_devtools_url(process), page.resolve().as_uri(), screenshot_name, width, height)
         finally:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
 
 

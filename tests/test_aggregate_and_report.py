@@ -212,7 +212,6 @@ def test_history_table_is_tidy_one_row_per_cell_and_epoch():
 
 def test_the_best_change_section_has_confusion_matrices_and_the_images_the_change_fixed():
     from tasks.data.datasets import load_dataset
-    from tasks.report.comparison import comparison_section
 
     data = load_dataset("digits", limit=60)
     truth = data.y_test
@@ -222,7 +221,9 @@ def test_the_best_change_section_has_confusion_matrices_and_the_images_the_chang
     wrong_tenth = np.where(np.arange(len(truth)) == 10, (truth + 3) % 10, truth)
     predictions = {("baseline", "baseline", 0): wrong_first_five.tolist(),
                    ("normalisation", "standardise", 0): wrong_tenth.tolist()}
-    section = comparison_section(verdict(summary), summary, predictions, data)
+    results = results_table(records)
+    page = render_report(RUN, None, summary, verdict(summary), mean_curves(records), results, data, None, predictions)
+    section = page[page.index("<h2>Best change"):page.index("<h2>All training runs")]
     assert section.startswith("<h2>Best change against the baseline: standardise</h2>")
     assert "gets 5 validation image(s) right that the baseline got wrong, and 1 wrong" in section
     assert section.count("<figure>") == 5 and "confusion matrices" in section
@@ -257,8 +258,7 @@ def test_the_runs_index_lists_every_run_newest_first_and_charts_each_deployment(
 
 
 def test_the_verdict_and_the_gate_as_markdown_for_prefects_ui():
-    from tasks.report.gate_section import gate_markdown
-    from tasks.report.page import verdict_markdown
+    from tasks.report.markdown import gate_markdown, verdict_markdown
 
     summary = summarise(results_table(fake_records(gains={"standardise": 0.06})))
     text = verdict_markdown(verdict(summary), "pass", "/r/index.html")

@@ -1,9 +1,20 @@
-"""Matplotlib for the reports: the headless backend, and figures as base64 PNGs to inline in a page."""
+"""Every chart the reports show, drawn with matplotlib's headless backend and returned as base64 PNG data for
+``src='data:image/png;base64,...'``: the pages stay single files.
+
+Each function takes plain numbers and names (no pandas, no HTML) and returns the encoded PNG, or None when
+there is nothing to draw.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
+import math
+from datetime import datetime
+
+import numpy as np
+
+EFFECT_COLOURS = {"helps": "#17692c", "hurts": "#a22"}  # the page's .helps and .hurts colours; others grey
 
 
 def pyplot():
@@ -22,3 +33,85 @@ def figure_png(fig) -> str:
     fig.savefig(buffer, format="png")
     pyplot().close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def curves_png(curves: list[tuple[str, dict]]) -> str | None:
+    """Accuracy and loss per epoch, one colour per (label, curve): validation solid with the band its seeds span,
+    training dashed (means over seeds, as `tasks.report.aggregate.mean_curves` gives them)."""
+    if not curves:
+        return None
+    fig, panels = pyplot().subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    for i, (label, curve) in enumerate(curves):
+        for panel, metric in zip(panels, ("accuracy", "loss")):
+            epochs = np.arange(1, len(curve[f"val_{metric}"]) + 1)
+            panel.plot(epochs, curve[f"val_{metric}"], color=f"C{i}", label=label)
+            panel.fill_between(epochs, curve[f"val_{metric}_low"], curve[f"val_{metric}_high"], color=f"C{i}",
+                               alpha=0.15, linewidth=0)
+            panel.plot(epochs, curve[metric], color=f"C{i}", linestyle="--", alpha=0.6)
+    for panel, metric in zip(panels, ("accuracy", "loss")):
+        panel.set(xlabel="epoch", ylabel=metric, title=f"{metric}: validation (band: seeds), training dashed")
+        panel.xaxis.get_major_locator().set_params(integer=True)
+        panel.grid(alpha=0.3)
+    panels[0].legend(fontsize=8, loc="lower right")
+    return figure_png(fig)
+
+
+def effects_png(rows: list[dict]) -> str | None:
+    """Each variant's paired difference from the baseline (``delta``) with its 95% interval, against zero."""
+    if not rows:
+        return None
+    fig, ax = pyplot().subplots(figsize=(7.5, 0.55 * len(rows) + 1.1), dpi=100)
+    for y, row in enumerate(rows):
+        colour = EFFECT_COLOURS.get(row["effect"], "#556")
+        low, high = row["ci_low"], row["ci_high"]
+        if not math.isnan(low):
+            ax.plot([low * 100, high * 100], [y, y], color=colour, linewidth=2)
+        ax.plot(row["delta"] * 100, y, "o", color=colour)
+    ax.axvline(0, color="#889", linewidth=1)
+    ax.set_yticks(range(len(rows)), [r["variant"] for r in rows])
+    ax.invert_yaxis()
+    ax.set(xlabel="change in best validation accuracy vs baseline (points, 95% CI)")
+    ax.grid(axis="x", alpha=0.3)
+    return figure_png(fig)
+
+
+def confusion_png(base: np.ndarray, best: np.ndarray, names: list[str], variant: str) -> str:
+    """The baseline's and a variant's confusion matrices side by side: rates shaded, off-diagonal counts in red."""
+    fig, panels = pyplot().subplots(1, 2, figsize=(10, 4.6), dpi=100)
+    for panel, matrix, title in zip(panels, (base, best), ("baseline", variant)):
+        rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        panel.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+        panel.set(title=f"{title}: {accuracy:.1%} correct", xlabel="predicted", ylabel="true")
+        ticks = range(len(names))
+        panel.set_xticks(ticks, [n[:12] for n in names], rotation=90, fontsize=7)
+        panel.set_yticks(ticks, [n[:12] for n in names], fontsize=7)
+        for (i, j), count in np.ndenumerate(matrix):
+            if count and i != j:
+                panel.text(j, i, str(count), ha="center", va="center", fontsize=6, color="#a22")
+    return figure_png(fig)
+
+
+def histogram_png(samples: dict[str, np.ndarray], dtype: np.dtype) -> str:
+    """Pixel values per split (a sample of each), on a log scale; one bin per value for uint8 data."""
+    fig, ax = pyplot().subplots(figsize=(7.5, 2.8), dpi=100)
+    for i, (split, sample) in enumerate(samples.items()):
+        if not len(sample):
+            continue
+        bins = np.arange(257) - 0.5 if dtype == np.uint8 else 100
+        ax.hist(sample, bins=bins, histtype="step", density=True, color=f"C{i}", label=split, log=True)
+    ax.set(xlabel=f"pixel value ({dtype})", ylabel="share of pixels (log)", title="pixel values per split")
+    ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def trend_png(deployment: str, when: list[datetime], base: list[float], best: list[float]) -> str:
+    """One deployment's baseline and best accuracy (percent) over its runs."""
+    fig, ax = pyplot().subplots(figsize=(7.5, 2.8), dpi=100)
+    ax.plot(when, base, "o-", label="baseline")
+    ax.plot(when, best, "s--", label="best change (the baseline when none helps)")
+    ax.set(ylabel="best val accuracy (%)", title=f"deployment {deployment}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return figure_png(fig)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 
 from tasks.files import write_atomic
+from tasks.report.plots import trend_png
+from tasks.report.render import render
 
 
 def new_run_dir(reports_dir: Path, dataset: str) -> Path:
@@ -51,36 +52,27 @@ def _number(value) -> float | None:
 def write_runs_index(reports_dir: Path) -> Path:
     """``reports_dir/index.html``: every run in the store, newest first (date, dataset, gate status, baseline
     accuracy, best change and gain, link), and for each scheduled deployment with two or more finished runs a
-    chart of its baseline and best accuracy over time."""
+    chart of its baseline and best accuracy over time (`templates/runs_index.html`)."""
     runs = []
     for summary_path in sorted(reports_dir.glob("*/summary.json"), reverse=True):
         try:
             runs.append((summary_path.parent.name, json.loads(summary_path.read_text())))
         except (OSError, ValueError):
             continue  # a run still being written, or a foreign file: leave it out rather than fail
-    rows = "".join(_index_row(name, summary) for name, summary in runs)
-    charts = "".join(_trend_chart(deployment, series) for deployment, series in _scheduled(runs).items())
-    page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
-            "<meta name=viewport content='width=device-width,initial-scale=1'><title>Ablation runs</title><style>"
-            "body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1.5em;color:#1d232a}"
-            "table{border-collapse:collapse}td,th{padding:.3em .7em;border-bottom:1px solid #e3e3ea;text-align:left;"
-            "vertical-align:top}th{background:#f5f6f9}td.num{text-align:right}img{max-width:100%}"
-            ".scroll{overflow-x:auto}</style></head><body><h1>Ablation runs</h1>" + charts +
-            "<div class=scroll><table><tr><th>run</th><th>started</th><th>dataset</th><th>gate</th><th>baseline</th>"
-            "<th>best change</th><th>verdict</th></tr>" + rows + "</table></div></body></html>")
+    charts = [{"deployment": deployment, "png": _trend(deployment, series)}
+              for deployment, series in _scheduled(runs).items()]
+    page = render("runs_index.html", runs=[_index_row(name, summary) for name, summary in runs], charts=charts)
     return write_atomic(reports_dir / "index.html", page)
 
 
-def _index_row(name: str, summary: dict) -> str:
-    base = summary.get("baseline_accuracy")
-    best = summary.get("best")
-    gain = (f"{escape(str(best['variant']))}: {best['delta'] * 100:+.1f} points" if best and best.get("delta")
-            is not None else "")
-    cells = [f"<a href='{escape(name)}/index.html'>{escape(name)}</a>", escape(str(summary.get("started", ""))),
-             escape(str(summary.get("dataset", ""))), escape(str(summary.get("gate") or summary.get("status", ""))),
-             f"{base * 100:.1f}%" if isinstance(base, (int, float)) else "", gain,
-             escape(str(summary.get("headline", "")))]
-    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+def _index_row(name: str, summary: dict) -> dict:
+    base, best = summary.get("baseline_accuracy"), summary.get("best")
+    return {"name": name, "started": str(summary.get("started", "")), "dataset": str(summary.get("dataset", "")),
+            "gate": str(summary.get("gate") or summary.get("status", "")),
+            "baseline": f"{base * 100:.1f}%" if isinstance(base, (int, float)) else "",
+            "gain": (f"{best['variant']}: {best['delta'] * 100:+.1f} points"
+                     if best and best.get("delta") is not None else ""),
+            "headline": str(summary.get("headline", ""))}
 
 
 def _scheduled(runs: list[tuple[str, dict]]) -> dict[str, list[dict]]:
@@ -92,21 +84,11 @@ def _scheduled(runs: list[tuple[str, dict]]) -> dict[str, list[dict]]:
     return {name: points for name, points in series.items() if len(points) >= 2}
 
 
-def _trend_chart(deployment: str, points: list[dict]) -> str:
-    from tasks.report.plots import figure_png, pyplot
-
+def _trend(deployment: str, points: list[dict]) -> str:
     when = [datetime.strptime(p["started"], "%Y-%m-%d %H:%M UTC") for p in points]
     base = [p["baseline_accuracy"] * 100 for p in points]
     best = [(p["best"]["mean_best"] if p.get("best") else p["baseline_accuracy"]) * 100 for p in points]
-    fig, ax = pyplot().subplots(figsize=(7.5, 2.8), dpi=100)
-    ax.plot(when, base, "o-", label="baseline")
-    ax.plot(when, best, "s--", label="best change (the baseline when none helps)")
-    ax.set(ylabel="best val accuracy (%)", title=f"deployment {deployment}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    return (f"<h2>{escape(deployment)}</h2><img alt='baseline and best accuracy of {escape(deployment)} over time' "
-            f"src='data:image/png;base64,{figure_png(fig)}'>")
+    return trend_png(deployment, when, base, best)
 
 
 def run_record(run_dir: Path, data: dict, parameters: dict) -> dict:
