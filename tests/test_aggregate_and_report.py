@@ -271,3 +271,17 @@ def test_the_verdict_and_the_gate_as_markdown_for_prefects_ui():
     text = gate_markdown(gate)
     assert text.startswith("### Data-quality gate: fail") and "1 not passed" in text
     assert "- **one pixel scale** (critical): 3 of 100 images (e.g. `train/a/1.png`, `train/a/2.png`)" in text
+
+
+def test_a_grid_files_own_axis_names_its_baseline_plainly_in_the_table_and_the_legend(monkeypatch):
+    from tasks.report import page
+
+    records = [r | {"axis": "factorial", "variant": f"lr {r['variant']}"} if r["axis"] != "baseline" else r
+               for r in fake_records(seeds=2) if r["axis"] in ("baseline", "dropout")]
+    summary = summarise(results_table(records))
+    legends = []
+    monkeypatch.setattr(page, "curves_png", lambda curves: legends.append([label for label, _ in curves]))
+    view = page.axis_view("factorial", summary, mean_curves(records), {})
+    assert view["rows"][0]["name"] == "baseline" and legends == [["baseline", "lr dropout 0", "lr dropout 0.5"]]
+    view = page.axis_view("dropout", summarise(results_table(fake_records(seeds=2))), {}, {})
+    assert [row["name"] for row in view["rows"]][:2] == ["dropout 0", "dropout 0.2 (baseline)"]

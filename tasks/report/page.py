@@ -100,13 +100,13 @@ def effect_line(row: dict) -> dict:
 def axis_view(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -> dict:
     """One axis: a row per variant (the baseline in its place), the diagnoses, the effects and curves charts."""
     rows, found, plotted = [], [], []
+    base_value = baseline_value(axis)  # "divide by 255"; None on a grid file's own axes
     for row in axis_rows(summary, axis).to_dict("records"):
         is_base = row["axis"] == BASELINE_AXIS
-        name = f"{baseline_value(axis) or 'baseline'} (baseline)" if is_base else row["variant"]
+        name = (f"{base_value} (baseline)" if base_value else "baseline") if is_base else row["variant"]
         found += [{"name": name, "sentence": d.sentence} for d in diagnoses.get((row["axis"], row["variant"]), [])]
         if (row["axis"], row["variant"]) in curves:
-            label = f"{baseline_value(axis)} (baseline)" if is_base else row["variant"]
-            plotted.append((label, curves[(row["axis"], row["variant"])]))
+            plotted.append((name, curves[(row["axis"], row["variant"])]))
         rows.append({"name": name, "seeds": f"{row['scored']}/{row['cells']}", "best": mean_ci(row, "best"),
                      "sd": pct(row["std_best"]), "final": mean_ci(row, "final"),
                      "delta": "" if is_base else delta_cell(row),
