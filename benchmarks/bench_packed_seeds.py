@@ -36,11 +36,11 @@ def main() -> int:
 
     from tasks.data.datasets import load_dataset
     from tasks.training.grid import BASELINE
-    from tasks.training.train import init_process, normalise
+    from tasks.training.train import init_process, normalize
 
     init_process(args.threads)
     data = load_dataset("digits")
-    x_train, x_test = normalise(data.x_train, data.x_test, BASELINE.normalisation)
+    x_train, x_test = normalize(data.x_train, data.x_test, BASELINE.normalization)
     classes = len(data.class_names)
     print(f"machine: {os.cpu_count()} CPU cores ({args.threads or 'all'} used), Keras {keras.__version__} on {keras.backend.backend()}; "
           f"digits {x_train.shape[1:]}, {len(x_train)} training images, batch {BASELINE.batch_size}, "

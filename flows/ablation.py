@@ -36,7 +36,7 @@ from tasks.report.run_facts import environment_facts
 from tasks.report.runs import new_run_dir, run_record
 from tasks.training.cell_cache import cell_keys, export_models, load_cell, save_cell
 from tasks.training.devices import DEFAULT_PER_GPU, check_backend, cpu_count, detect_gpus, gpu_memory_mib, plan_slots
-from tasks.training.grid import BASELINE, DEFAULT_SEEDS, Cell, expand_grid
+from tasks.training.grid import BASELINE, DEFAULT_SEEDS, Cell, canonical_axes, expand_grid
 from tasks.training.grid_file import check_no_conflict, grid_cells, load_grid
 from tasks.training.slots import SlotPool
 from tasks.training.train import failed_record
@@ -81,6 +81,7 @@ def ablation(
     ``epochs`` (giving those too is an error). ``model``: the user's builder, "package.module:function"
     (`tasks.training.models`), in place of the built-in CNN."""
     started = time.perf_counter()
+    axes = canonical_axes(axes)  # "normalisation" -> "normalization": the report uses one spelling
     checks = load_suite(suite)  # a bad suite file or a missing backend fails the run before any work
     check_backend(backend)
     if grid:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tasks.training.grid import AXES, BASELINE, DEFAULT_AXES, DEFAULT_SEEDS
+from tasks.training.grid import AXES, BASELINE, DEFAULT_AXES, DEFAULT_SEEDS, canonical_axes
 
 MAX_IMAGE_SIDE = 4096  # an image classifier's input is far smaller; larger requests are typos (and gigabytes)
 EXIT_CODES = """exit codes:
@@ -109,7 +109,7 @@ _fraction = _number(float, lambda v: 0 < v < 1, "a fraction between 0 and 1")
 
 
 def _axes(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = canonical_axes([name.strip() for name in text.split(",") if name.strip()])  # normalisation too
     unknown = [name for name in names if name not in AXES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown axis {', '.join(unknown) or text!r}; choose from {', '.join(AXES)}")

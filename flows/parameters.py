@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from tasks.training.grid import AXES
+from tasks.training.grid import AXES, SPELLINGS
 
-Axis = Literal[tuple(AXES)]  # type: ignore[valid-type]  (the built-in axes, from the grid itself)
+# The built-in axes, from the grid itself, in either spelling ("normalisation" or "normalization"): the flow
+# takes the project's own from there on.
+Axis = Literal[tuple(AXES) + tuple(SPELLINGS)]  # type: ignore[valid-type]
 Epochs = Annotated[int, Field(ge=1, le=10_000, description="epochs per training run")]
 Seeds = Annotated[int, Field(ge=1, le=100, description="seeds per variant")]
 Limit = Annotated[int, Field(ge=1, description="at most this many images per split, stratified")]

@@ -56,13 +56,13 @@ def test_t_interval_matches_the_textbook_value():
 
 
 def test_summary_and_verdict_find_the_change_that_helps():
-    records = fake_records(gains={"standardise": 0.06, "lr 1e-4": -0.2})
+    records = fake_records(gains={"standardize": 0.06, "lr 1e-4": -0.2})
     summary = summarise(results_table(records))
     assert len(summary) == 9
-    row = summary.set_index("variant").loc["standardise"]
+    row = summary.set_index("variant").loc["standardize"]
     assert row["effect"] == HELPS and row["delta"] == pytest.approx(0.062)
     outcome = verdict(summary)
-    assert outcome.helps[0]["variant"] == "standardise" and "standardise" in outcome.headline
+    assert outcome.helps[0]["variant"] == "standardize" and "standardize" in outcome.headline
     assert [r["variant"] for r in outcome.hurts] == ["lr 1e-4"]
     assert len(outcome.unclear) == 6
 
@@ -98,7 +98,7 @@ RUN = {"run_id": "20261128-000000-digits", "dataset": "digits", "status": "done"
 
 
 def test_report_puts_the_verdict_first_holds_every_variant_and_is_self_contained():
-    records = fake_records(gains={"standardise": 0.06})
+    records = fake_records(gains={"standardize": 0.06})
     results = results_table(records)
     summary = summarise(results)
     gate = GateResult("pass", [CheckResult("no_nan_pixels", "critical", True, "0 of 100 images", "why")], 100)
@@ -176,7 +176,7 @@ def test_gate_findings_are_tied_to_the_effects_they_explain():
 
     summary = summarise(results_table(fake_records(seeds=3, gains={"raw 0-255": -0.2})))
     links = gate_links({"one_pixel_scale", "train_test_leakage"}, summary)
-    assert any("normalisation axis confirms" in link and "raw 0-255 hurts" in link for link in links)
+    assert any("normalization axis confirms" in link and "raw 0-255 hurts" in link for link in links)
     assert any("inflated" in link for link in links)
     assert gate_links(set(), summary) == []
     assert "bring every image to one scale" in gate_links({"one_dtype"}, summarise(results_table(fake_records())))[0]
@@ -215,16 +215,16 @@ def test_the_best_change_section_has_confusion_matrices_and_the_images_the_chang
 
     data = load_dataset("digits", limit=60)
     truth = data.y_test
-    records = fake_records(seeds=2, gains={"standardise": 0.06})
+    records = fake_records(seeds=2, gains={"standardize": 0.06})
     summary = summarise(results_table(records))
     wrong_first_five = np.where(np.arange(len(truth)) < 5, (truth + 1) % 10, truth)
     wrong_tenth = np.where(np.arange(len(truth)) == 10, (truth + 3) % 10, truth)
     predictions = {("baseline", "baseline", 0): wrong_first_five.tolist(),
-                   ("normalisation", "standardise", 0): wrong_tenth.tolist()}
+                   ("normalization", "standardize", 0): wrong_tenth.tolist()}
     results = results_table(records)
     page = render_report(RUN, None, summary, verdict(summary), mean_curves(records), results, data, None, predictions)
     section = page[page.index("<h2>Best change"):page.index("<h2>All training runs")]
-    assert section.startswith("<h2>Best change against the baseline: standardise</h2>")
+    assert section.startswith("<h2>Best change against the baseline: standardize</h2>")
     assert "gets 5 validation image(s) right that the baseline got wrong, and 1 wrong" in section
     assert section.count("<figure>") == 5 and "confusion matrices" in section
     assert f"baseline said {data.class_names[(truth[0] + 1) % 10]}" in section
@@ -260,10 +260,10 @@ def test_the_runs_index_lists_every_run_newest_first_and_charts_each_deployment(
 def test_the_verdict_and_the_gate_as_markdown_for_prefects_ui():
     from tasks.report.markdown import gate_markdown, verdict_markdown
 
-    summary = summarise(results_table(fake_records(gains={"standardise": 0.06})))
+    summary = summarise(results_table(fake_records(gains={"standardize": 0.06})))
     text = verdict_markdown(verdict(summary), "pass", "/r/index.html")
-    assert text.startswith("### standardise (normalisation) helps most")
-    assert "- **standardise** (normalisation): helps, +6.2 points (95% CI" in text
+    assert text.startswith("### standardize (normalization) helps most")
+    assert "- **standardize** (normalization): helps, +6.2 points (95% CI" in text
     assert "Data-quality gate: **pass**" in text and text.endswith("Report: `/r/index.html`")
     gate = GateResult("fail", [CheckResult("one_pixel_scale", "critical", False, "3 of 100 images", "why",
                                            ["train/a/1.png", "train/a/2.png"], 3),

@@ -99,8 +99,9 @@ def test_deployments_run_on_a_real_server_and_worker(prefect_stack, tmp_path):
                                    timeout=0),
             "bad gate": run_deployment(GATE, parameters={"dataset": str(mixed), "out": str(tmp_path / "r")},
                                        timeout=0),
+            # the British spelling of an axis, as the UI accepts it: the report uses the project's own
             "ablation": run_deployment(NIGHTLY, parameters={"dataset": "digits", "epochs": 1, "seeds": 1,
-                                                            "limit": 100, "axes": ["dropout"],
+                                                            "limit": 100, "axes": ["normalisation"],
                                                             "out": str(tmp_path / "r")}, timeout=0),
         }
         final = {name: _wait_final(run.id) for name, run in runs.items()}
@@ -120,6 +121,8 @@ def test_deployments_run_on_a_real_server_and_worker(prefect_stack, tmp_path):
     pages = sorted(p.parent.name for p in reports.glob("*/index.html"))
     assert len(pages) == 3 and (reports / "index.html").exists()  # three runs, and the index of runs
     assert len(list(reports.glob("*/results.csv"))) == 1 and len(list(reports.glob("*/gate.json"))) == 3
+    results = next(reports.glob("*/results.csv")).read_text()
+    assert "normalization,raw 0-255" in results and "normalisation" not in results
 
 
 def test_ablate_serve_runs_the_same_deployments_from_one_process(prefect_stack, tmp_path):

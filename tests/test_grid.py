@@ -11,7 +11,7 @@ def test_default_grid_is_baseline_plus_two_changes_per_axis_over_three_seeds():
 
 
 def test_each_variant_changes_exactly_its_axis():
-    fields = {"normalisation": {"normalisation"}, "depth": {"conv_filters", "dense_units"},
+    fields = {"normalization": {"normalization"}, "depth": {"conv_filters", "dense_units"},
               "learning_rate": {"learning_rate"}, "dropout": {"dropout"}}
     fields |= {"augmentation": {"augmentation"}, "batch_norm": {"batch_norm"}, "weight_decay": {"weight_decay"},
                "optimizer": {"optimizer", "weight_decay"}, "lr_schedule": {"lr_schedule", "warmup_epochs"},
@@ -43,3 +43,17 @@ def test_baseline_takes_the_middle_value_of_the_default_axes_and_one_value_of_ev
         from dataclasses import replace
 
         assert sum(replace(BASELINE, **change) == BASELINE for change in values.values()) == 1, axis
+
+
+def test_either_spelling_of_an_axis_works_on_the_command_line_and_as_a_flow_parameter():
+    from flows.ablation import ablation
+    from flows.cli_args import build_parser
+
+    args = build_parser().parse_args(["run", "--axes", "normalisation,optimiser", "dropout"])
+    assert args.axes == [["normalization", "optimizer"], ["dropout"]]
+    assert ablation.validate_parameters({"axes": ["normalisation", "optimizer"]})["axes"] == ["normalisation",
+                                                                                              "optimizer"]
+    with pytest.raises(Exception, match="axes"):
+        ablation.validate_parameters({"axes": ["normalisatoin"]})
+    assert expand_grid(["normalisation"], seeds=1) == expand_grid(["normalization"], seeds=1)
+    assert {c.axis for c in expand_grid(["normalisation"], seeds=1)} == {"baseline", "normalization"}

@@ -60,7 +60,7 @@ def test_yaml_works_too(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[axes]\nwidht = [1, 2]", "unknown axis widht; allowed: epochs, normalisation"),
+    ("[axes]\nwidht = [1, 2]", "unknown axis widht; allowed: epochs, normalization"),
     ("seed = 3\n[axes]\ndropout = [0.5]", "seed: unknown key; allowed: seeds, mode, factorial, baseline, axes"),
     ("[baseline]\nlearning_rat = 0.1\n[axes]\ndropout = [0.5]", "baseline.learning_rat: unknown key; allowed:"),
     ("[axes]\noptimizer = ['adam', 'rmsprop']", "axes.optimizer: Input should be 'adam', 'sgd' or 'adamw'"),
@@ -101,3 +101,20 @@ def test_the_cli_lists_a_grid_and_refuses_a_bad_one_or_a_conflict(tmp_path, caps
     assert capsys.readouterr().err.startswith(f"ablate: error: --grid {bad}: unknown axis widht; allowed:")
     assert main(["run", "--grid", str(EXAMPLE), "--seeds", "2"]) == 2
     assert "a grid file sets the axes, epochs and seeds itself; drop --seeds" in capsys.readouterr().err
+
+
+def test_either_spelling_of_a_setting_or_value_names_the_same_variants(tmp_path):
+    british = write(tmp_path, '[baseline]\nnormalisation = "standardise"\n'
+                              '[axes]\nnormalisation = ["raw", "standardise"]\noptimiser = ["sgd", "adam"]\n',
+                    name="british.toml")
+    american = write(tmp_path, '[baseline]\nnormalization = "standardize"\n'
+                               '[axes]\nnormalization = ["raw", "standardize"]\noptimizer = ["sgd", "adam"]\n',
+                     name="american.toml")
+    cells = grid_cells(load_grid(british))
+    assert cells == grid_cells(load_grid(american))
+    assert {(c.axis, c.variant) for c in cells} == {("baseline", "baseline"), ("normalization", "normalization raw"),
+                                                    ("optimizer", "optimizer sgd")}
+    assert cells[0].config.normalization == "standardize"
+    both = write(tmp_path, '[axes]\nnormalisation = ["raw"]\nnormalization = ["scale"]\n', name="both.toml")
+    with pytest.raises(GridFileError, match="axes: normalisation and normalization are the same setting"):
+        load_grid(both)

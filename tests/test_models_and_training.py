@@ -8,7 +8,7 @@ import pytest
 from tasks.data.datasets import load_cache, load_dataset, save_cache
 from tasks.training.grid import BASELINE, expand_grid
 from tasks.training.models import build_model
-from tasks.training.train import normalise, train_cell
+from tasks.training.train import normalize, train_cell
 
 
 def layer_types(model):
@@ -34,17 +34,17 @@ def test_deepest_variant_fits_tiny_images():
     assert build_model((3, 3, 1), 2, replace(BASELINE, conv_filters=(32, 64))).output_shape == (None, 2)
 
 
-def test_normalisation_modes():
+def test_normalization_modes():
     train = np.array([[[[0], [255]]], [[[51], [102]]]], dtype=np.uint8)
-    raw, _ = normalise(train, train, "raw")
-    scaled, _ = normalise(train, train, "scale")
-    standard, test = normalise(train, train[:1], "standardise")
+    raw, _ = normalize(train, train, "raw")
+    scaled, _ = normalize(train, train, "scale")
+    standard, test = normalize(train, train[:1], "standardize")
     assert raw.dtype == np.float32 and raw.max() == 255
     assert scaled.max() == 1.0
     assert abs(standard.mean()) < 1e-6 and abs(standard.std() - 1) < 1e-4
     assert np.allclose(test, standard[:1])  # the test split uses the training statistics
     with pytest.raises(ValueError):
-        normalise(train, train, "minmax")
+        normalize(train, train, "minmax")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_same_seed_gives_the_same_result(tiny_dataset):
 
 
 def test_a_crashing_cell_becomes_a_failed_record(tiny_dataset):
-    cell = expand_grid(["dropout"], seeds=1, epochs=1)[0].to_dict() | {"normalisation": "bogus"}
+    cell = expand_grid(["dropout"], seeds=1, epochs=1)[0].to_dict() | {"normalization": "bogus"}
     record = train_cell(cell, tiny_dataset)
     assert record["status"] == "failed" and "bogus" in record["error"] and math.isnan(record["best_val_accuracy"])
 
@@ -77,7 +77,7 @@ def test_nan_loss_is_recorded_as_diverged(tmp_path):
     data.x_train = data.x_train.astype(np.float32)
     data.x_train[:] = np.inf  # every batch overflows: the loss is NaN at once
     path = str(save_cache(data, tmp_path))
-    record = train_cell(expand_grid(["dropout"], seeds=1, epochs=3)[0].to_dict() | {"normalisation": "raw"}, path)
+    record = train_cell(expand_grid(["dropout"], seeds=1, epochs=3)[0].to_dict() | {"normalization": "raw"}, path)
     assert record["status"] == "diverged" and "NaN" in record["error"] and record["epochs"] < 3
 
 
@@ -92,7 +92,7 @@ def test_train_cell_writes_history_csv_tensorboard_logs_and_the_best_model(tiny_
     assert list((tmp_path / "cell" / "tensorboard").rglob("events.out.tfevents.*"))
     model = keras.models.load_model(tmp_path / "best.keras")  # the weights of the best epoch, not the last
     data = load_cache(tiny_dataset)
-    x_test = normalise(data.x_train, data.x_test, cell.config.normalisation)[1]
+    x_test = normalize(data.x_train, data.x_test, cell.config.normalization)[1]
     predicted = model.predict(x_test, verbose=0).argmax(axis=1)
     assert np.isclose((predicted == data.y_test).mean(), record["best_val_accuracy"], atol=1e-6)
 
@@ -123,7 +123,7 @@ def test_each_new_axis_changes_the_built_model_as_it_claims():
     assert "Resizing" not in layer_types(model("resolution", "as loaded"))
 
 
-def test_optimiser_schedule_and_early_stopping_axes_change_the_training():
+def test_optimizer_schedule_and_early_stopping_axes_change_the_training():
     import keras
 
     from tasks.training.grid import AXES

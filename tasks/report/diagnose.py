@@ -66,7 +66,7 @@ def _trends(train_acc, val_acc, train_loss, val_loss, epochs: int) -> list[Diagn
     rising = not _isnan(train_loss[0]) and train_loss[-1] > train_loss[0]
     if rising:
         found.append(Diagnosis("divergence", f"Training loss rose from {train_loss[0]:.3g} to {train_loss[-1]:.3g}: "
-                                             "the optimiser is stepping past the minimum (learning rate too high)."))
+                                             "the optimizer is stepping past the minimum (learning rate too high)."))
     gap = train_acc[-1] - val_acc[-1]
     val_min = np.nanmin(val_loss)
     val_up = val_loss[-1] > val_min * (1 + VAL_RISE)
@@ -80,7 +80,7 @@ def _trends(train_acc, val_acc, train_loss, val_loss, epochs: int) -> list[Diagn
     if train_acc[-1] < UNDERFIT_TRAIN and train_acc[-1] - train_acc[-1 - third] < FLAT and not rising:
         found.append(Diagnosis("underfitting", f"Underfitting: training accuracy only {train_acc[-1]:.0%} and "
                                                "flat; the model is too small, or the learning rate too low, or the "
-                                               "inputs need normalising."))
+                                               "inputs need normalizing."))
     elif val_acc[-1] - val_acc[-min(3, epochs - 1) - 1] < PLATEAU and gap <= OVERFIT_GAP and not rising:
         best = int(np.nanargmax(val_acc)) + 1
         found.append(Diagnosis("plateau", f"Plateau: validation accuracy settled at {val_acc[-1]:.0%} (best at "

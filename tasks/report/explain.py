@@ -19,16 +19,16 @@ def gate_links(failed: set[str], summary: pd.DataFrame | None) -> list[str]:
     """Sentences linking failed gate checks (by name) to the effects in ``summary``."""
     links = []
     rows = summary.to_dict("records") if summary is not None else []
-    normalisation = [r for r in rows if r["axis"] == "normalisation" and r.get("effect") in (HELPS, HURTS)]
+    normalization = [r for r in rows if r["axis"] == "normalization" and r.get("effect") in (HELPS, HURTS)]
     if failed & SCALE_CHECKS:
         names = ", ".join(sorted(failed & SCALE_CHECKS)).replace("_", " ")
-        if normalisation:
-            effects = "; ".join(f"{r['variant']} {r['effect']} ({r['delta'] * 100:+.1f} points)" for r in normalisation)
+        if normalization:
+            effects = "; ".join(f"{r['variant']} {r['effect']} ({r['delta'] * 100:+.1f} points)" for r in normalization)
             links.append(f"The gate found pixels on mixed scales or drifting between splits ({names}), and the "
-                         f"normalisation axis confirms that scaling matters here: {effects}.")
+                         f"normalization axis confirms that scaling matters here: {effects}.")
         else:
             links.append(f"The gate found pixels on mixed scales or drifting between splits ({names}); no "
-                         "normalisation variant changed accuracy clearly, so one fixed scaling cannot undo it: "
+                         "normalization variant changed accuracy clearly, so one fixed scaling cannot undo it: "
                          "bring every image to one scale before training.")
     if failed & LEAK_CHECKS:
         links.append("The gate found images shared between training and validation: validation accuracy is "

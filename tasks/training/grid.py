@@ -14,7 +14,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, replace
 
-NORMALISATIONS = ("raw", "scale", "standardise")  # 0-255 as loaded / divided by 255 / per-channel z-score
+NORMALIZATIONS = ("raw", "scale", "standardize")  # 0-255 as loaded / divided by 255 / per-channel z-score
 OPTIMIZERS = ("adam", "sgd", "adamw")  # sgd: with momentum 0.9
 LR_SCHEDULES = ("constant", "cosine", "plateau")  # plateau: ReduceLROnPlateau on validation loss
 AUGMENTATIONS = ("flip", "translate", "rotate", "zoom")
@@ -33,7 +33,7 @@ def working_dir_importable() -> None:
 class TrainConfig:
     """Everything one training run depends on, the seed included."""
 
-    normalisation: str = "scale"
+    normalization: str = "scale"
     conv_filters: tuple[int, ...] = (32,)  # one 3x3 conv + 2x2 max-pool block per entry
     dense_units: int = 0  # a hidden Dense layer before the classifier (0: none)
     learning_rate: float = 1e-3
@@ -67,10 +67,10 @@ BASELINE = TrainConfig()
 DEFAULT_SEEDS = 3  # the fewest that give an interval; a grid file or --seeds sets another number
 
 AXES: dict[str, dict[str, dict]] = {
-    "normalisation": {
-        "raw 0-255": {"normalisation": "raw"},
-        "divide by 255": {"normalisation": "scale"},
-        "standardise": {"normalisation": "standardise"},
+    "normalization": {
+        "raw 0-255": {"normalization": "raw"},
+        "divide by 255": {"normalization": "scale"},
+        "standardize": {"normalization": "standardize"},
     },
     "depth": {
         "1 block x16": {"conv_filters": (16,), "dense_units": 0},
@@ -89,7 +89,7 @@ AXES: dict[str, dict[str, dict]] = {
     },
 }
 # The source article's four levers: the default grid. The others are there to ask for (--axes).
-DEFAULT_AXES = ("normalisation", "depth", "learning_rate", "dropout")
+DEFAULT_AXES = ("normalization", "depth", "learning_rate", "dropout")
 AXES |= {
     "augmentation": {
         "no augmentation": {"augmentation": ()},
@@ -137,6 +137,18 @@ AXES |= {
         "double width": {"width": 2.0},
     },
 }
+# Both spellings are accepted wherever a user names an axis, a setting or a value (--axes, grid files, flow
+# parameters); the report, results.csv and the cache use the first, Keras' own (layers.Normalization,
+# keras.optimizers).
+SPELLINGS = {"normalisation": "normalization", "optimiser": "optimizer"}  # axis and setting names
+VALUE_SPELLINGS = {"standardise": "standardize"}  # values of the normalization setting
+
+
+def canonical_axes(axes: list[str] | None) -> list[str] | None:
+    """Axis names as the project spells them: "normalisation" -> "normalization"; others unchanged."""
+    return None if axes is None else [SPELLINGS.get(axis, axis) for axis in axes]
+
+
 BASELINE_AXIS = "baseline"
 AA_AXIS, AA_VARIANT = "a/a control", "baseline, second run"  # --aa: the baseline trained again, independently
 
@@ -170,7 +182,7 @@ def expand_grid(axes: list[str] | None = None, seeds: int = DEFAULT_SEEDS, epoch
     control: the baseline's config trained a second time under another name, which must show no clear
     difference from the baseline (if it does, the seeds' noise is larger than the intervals allow for).
     """
-    axes = list(DEFAULT_AXES) if axes is None else axes
+    axes = list(DEFAULT_AXES) if axes is None else canonical_axes(axes)
     unknown = [a for a in axes if a not in AXES]
     if unknown:
         raise ValueError(f"unknown axis {', '.join(unknown)}; choose from {', '.join(AXES)}")

@@ -28,19 +28,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.errors import AblationError
-from tasks.training.grid import (
-    AA_AXIS,
-    AA_VARIANT,
-    AUGMENTATIONS,
-    BASELINE,
-    BASELINE_AXIS,
-    LR_SCHEDULES,
-    MODEL_SPEC,
-    NORMALISATIONS,
-    OPTIMIZERS,
-    Cell,
-    TrainConfig,
-)
+from tasks.training.grid import (AA_AXIS, AA_VARIANT, AUGMENTATIONS, BASELINE, BASELINE_AXIS, LR_SCHEDULES, MODEL_SPEC,
+                                 NORMALIZATIONS, OPTIMIZERS, SPELLINGS, VALUE_SPELLINGS, Cell, TrainConfig)
 
 FACTORIAL_AXIS = "factorial"
 MAX_CELLS = 10_000  # a factorial grid past this is a typo, not a plan
@@ -56,7 +45,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     epochs: Annotated[int, Field(ge=1, le=10_000)] = BASELINE.max_epochs
-    normalisation: Literal[NORMALISATIONS] = BASELINE.normalisation  # type: ignore[valid-type]
+    normalization: Literal[NORMALIZATIONS] = BASELINE.normalization  # type: ignore[valid-type]
     conv_filters: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = list(BASELINE.conv_filters)
     dense_units: Annotated[int, Field(ge=0)] = BASELINE.dense_units
     learning_rate: Annotated[float, Field(gt=0, le=10)] = BASELINE.learning_rate
@@ -99,6 +88,22 @@ class GridFile(BaseModel):
     factorial: list[str] | None = None
     baseline: Settings = Settings()
     axes: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, raw: Any) -> Any:
+        """Settings and values in either spelling ("normalisation", "standardise") become the project's own,
+        before anything else reads them, so variants are named alike whichever the file uses."""
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        for table in ("baseline", "axes"):
+            if isinstance(raw.get(table), dict):
+                raw[table] = _respelled(raw[table], table)
+        if isinstance(raw.get("factorial"), list):
+            raw["factorial"] = [SPELLINGS.get(name, name) if isinstance(name, str) else name
+                                for name in raw["factorial"]]
+        return raw
 
     @model_validator(mode="after")
     def _axes_are_settings(self) -> GridFile:
@@ -189,6 +194,21 @@ def grid_cells(grid: GridFile, aa: bool = False) -> list[Cell]:
         raise ValueError(f"{len(variants) * grid.seeds} cells is more than {MAX_CELLS}: cross fewer axes")
     return [Cell(axis, name, replace(config, seed=seed)) for axis, name, config in variants
             for seed in range(grid.seeds)]
+
+
+def _respelled(table: dict, where: str) -> dict:
+    """A [baseline] or [axes] table with its keys, and the normalization values, in the project's spelling."""
+    respelled, written = {}, {}
+    for key, value in table.items():
+        name = SPELLINGS.get(key, key) if isinstance(key, str) else key
+        if name in respelled:
+            raise ValueError(f"{where}: {written[name]} and {key} are the same setting; keep one")
+        written[name] = key
+        if name == "normalization":
+            value = ([VALUE_SPELLINGS.get(v, v) if isinstance(v, str) else v for v in value]
+                     if isinstance(value, list) else VALUE_SPELLINGS.get(value, value))
+        respelled[name] = value
+    return respelled
 
 
 def _name(axis: str, value: Any) -> str:

@@ -3,7 +3,7 @@
 Compiling and fitting live in `tasks.training.train`. Keras 3 API only (`import keras`), so the backend is a setting.
 
 The user's own model (``--model package.module:build_model``): a function ``(input_shape, num_classes,
-**options) -> keras.Model``. Resizing and augmentation wrap it; normalisation, optimiser, schedule, batch size
+**options) -> keras.Model``. Resizing and augmentation wrap it; normalization, optimizer, schedule, batch size
 and early stopping are training settings; the axes that need its cooperation (depth, dropout, batch norm,
 width) reach it as keyword options, only where a variant changes them, and a variant whose option the builder
 does not take is "not applicable" rather than a failure.
@@ -38,7 +38,7 @@ def build_model(input_shape: tuple[int, ...], num_classes: int, config: TrainCon
 
 def _cnn(input_shape: tuple[int, ...], num_classes: int, config: TrainConfig) -> keras.Model:
     """Conv+pool blocks, optional hidden Dense, dropout, softmax; with resizing, augmentation, batch
-    normalisation and width."""
+    normalization and width."""
     inputs = keras.Input(shape=input_shape)
     x = _front(inputs, input_shape, config)
     for filters in config.conv_filters:

@@ -35,8 +35,8 @@ def init_process(threads: int) -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
 
 
-def normalise(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels as float32: "raw" unchanged, "scale" divided by 255, "standardise" per-channel z-scores.
+def normalize(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels as float32: "raw" unchanged, "scale" divided by 255, "standardize" per-channel z-scores.
 
     Standardisation uses the training split's statistics only, so nothing about the test split leaks in.
     """
@@ -45,11 +45,11 @@ def normalise(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.nd
         return x_train, x_test
     if mode == "scale":
         return x_train / 255.0, x_test / 255.0
-    if mode == "standardise":
+    if mode == "standardize":
         mean = x_train.mean(axis=(0, 1, 2), keepdims=True)
         std = x_train.std(axis=(0, 1, 2), keepdims=True) + 1e-7
         return (x_train - mean) / std, (x_test - mean) / std
-    raise ValueError(f"unknown normalisation {mode!r}")
+    raise ValueError(f"unknown normalization {mode!r}")
 
 
 def train_cell(cell: dict, dataset_path: str, out_dir: str | None = None, model_path: str | None = None,
@@ -88,7 +88,7 @@ def config_of(cell: dict) -> TrainConfig:
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int):
-    """The config's optimiser, learning rate (or schedule) and weight decay."""
+    """The config's optimizer, learning rate (or schedule) and weight decay."""
     import keras
 
     rate = config.learning_rate
@@ -137,7 +137,7 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
     config = config_of(cell)
     data = _dataset(dataset_path)
     train_ok, test_ok = _labelled(data.y_train, data.class_names), _labelled(data.y_test, data.class_names)
-    x_train, x_test = normalise(data.x_train[train_ok], data.x_test[test_ok], config.normalisation)
+    x_train, x_test = normalize(data.x_train[train_ok], data.x_test[test_ok], config.normalization)
     y_train, y_test = data.y_train[train_ok], data.y_test[test_ok]
 
     keras.utils.set_random_seed(config.random_seed)  # same seed, same initial weights and data order across variants
