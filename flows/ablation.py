@@ -13,11 +13,11 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.runtime import deployment, flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.framework_logs import framework_logging, training_limit
 from flows.live_progress import GRID, status
 from flows.parameters import Axis, Epochs, Limit, PerGpu, Retries, Seconds, Seeds, Side, ValFraction
 from flows.steps import (
@@ -73,14 +73,17 @@ def ablation(
     aa: bool = False,
     grid: str | None = None,
     model: str | None = None,
+    verbose: bool = False,
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report.
 
     ``epochs`` and ``seeds``: None for the defaults (10 and 3). ``grid``: a grid file (TOML or YAML,
     `tasks.training.grid_file`) whose baseline, axes, seeds, epochs and mode replace ``axes``, ``seeds`` and
     ``epochs`` (giving those too is an error). ``model``: the user's builder, "package.module:function"
-    (`tasks.training.models`), in place of the built-in CNN."""
+    (`tasks.training.models`), in place of the built-in CNN. ``verbose``: show the frameworks' own messages
+    (TensorFlow in the training processes, Great Expectations, Dask) in the terminal too."""
     started = time.perf_counter()
+    framework_logging(verbose)
     axes = canonical_axes(axes)  # "normalisation" -> "normalization": the report uses one spelling
     checks = load_suite(suite)  # a bad suite file or a missing backend fails the run before any work
     check_backend(backend)
@@ -99,7 +102,7 @@ def ablation(
     # 1. Load the dataset once and cache it for the training processes
     data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)
     if model:  # before the gate and any training: it must build and answer the data's classes
-        check_model_step(model, data, backend)
+        check_model_step(model, data, backend, verbose)
     run_dir = new_run_dir(reports, data["name"])
     run = run_record(run_dir, data, {"epochs": epochs, "seeds": seeds, "axes": axes or "default", "limit": limit,
                                      "gate": gate, "image_size": image_size, "val_fraction": val_fraction,
@@ -125,8 +128,9 @@ def ablation(
     cells_dir = cache_dir(reports_dir(store) if store else reports) / "cells"
     keys = cell_keys(cells, data["fingerprint"], backend)
     options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries,
-               "backend": backend, "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address}
-    with concurrency(TRAINING_LIMIT, occupy=1):  # waits while other sweeps train, if the limit exists
+               "backend": backend, "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address,
+               "verbose": verbose}
+    with training_limit(TRAINING_LIMIT):  # waits while other sweeps train, if the limit exists
         records, training, cached = train_grid(cells, keys, data, run_dir, cells_dir, options)
     export_models(records, keys, {cell.key: cell.slug for cell in cells}, cells_dir, run_dir / "models", keep_models)
     run["timings"] |= training
@@ -148,7 +152,8 @@ def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Pat
 
     Every cell's record is appended to cells.jsonl and kept in ``cells_dir`` the moment it finishes, so a crash,
     Ctrl-C or SIGTERM loses no finished cell and the same command trains only what is missing. ``options``:
-    fresh, tensorboard, cell_timeout, retries, backend, per_gpu, executor ("local" or "dask"), dask_address.
+    fresh, tensorboard, cell_timeout, retries, backend, per_gpu, executor ("local" or "dask"), dask_address,
+    verbose.
     """
     logger = get_run_logger()
     done: dict[str, dict] = {}
@@ -223,11 +228,12 @@ def _executor(todo: list[Cell], data: dict, run_dir: Path, cells_dir: Path, keys
                 with dask.annotate(**cluster.annotations):  # {"resources": {"GPU": 1}} where workers have GPUs
                     return cluster.runner.submit(train_cell_dask_step, parameters={
                         "cell": cell, **paths(cell), **common, "backend": options["backend"],
-                        "log_dir": None if options["dask_address"] else run_dir / "logs"})
+                        "log_dir": None if options["dask_address"] else run_dir / "logs",
+                        "verbose": options["verbose"]})
 
             yield submit, cluster.workers, cluster.describe(options["dask_address"])
         return
-    with SlotPool(slots, run_dir / "logs") as pool:
+    with SlotPool(slots, run_dir / "logs", echo=options["verbose"]) as pool:
         def submit(cell: Cell):
             return train_cell_step.submit(cell=cell, pool=pool, **paths(cell), **common, retries=options["retries"])
 

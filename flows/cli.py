@@ -167,7 +167,7 @@ def _check_executor(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> dict:
     common = {"dataset": args.dataset, "out": args.out, "image_size": args.image_size,
               "val_fraction": args.val_fraction, "limit": args.limit,
-              "suite": str(args.suite) if args.suite else None}
+              "suite": str(args.suite) if args.suite else None, "verbose": args.verbose}
     _start_prefect_while_importing_great_expectations()
     if args.command == "validate":
         from flows.data_quality_gate import data_quality_gate

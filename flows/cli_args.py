@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--suite", type=Path, default=None, metavar="PATH",
                          help="gate suite file (TOML): checks, severities, thresholds "
                               "(default: tasks/gate/gate_suite.toml)")
+        sub.add_argument("--verbose", action="store_true",
+                         help="also show the frameworks' own messages (TensorFlow, Great Expectations, Dask) here; "
+                              "training processes always write theirs to <run>/logs/")
     return parser
 
 

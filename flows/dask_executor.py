@@ -49,8 +49,6 @@ def dask_executor(address: str | None, slots: list[SlotSpec], retries: int) -> I
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect_dask import DaskTaskRunner
 
-    for name in ("distributed", "prefect.task_runner.dask"):  # their INFO lines drown the progress (and name a
-        logging.getLogger(name).setLevel(logging.WARNING)  # dashboard this cluster does not start)
     api_url = prefect_api_url()
     with ExitStack() as stack:
         if address:

@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import deployment, flow_run
 
+from flows.framework_logs import framework_logging
 from flows.parameters import Limit, Side, ValFraction
 from flows.steps import gate_step, load_dataset_step, report_step
 from tasks.errors import GateFailed
@@ -25,8 +26,11 @@ def data_quality_gate(
     val_fraction: ValFraction = 0.2,
     limit: Limit | None = None,
     suite: str | None = None,
+    verbose: bool = False,
 ) -> dict:
-    """Validate a dataset's pixels and labels with Great Expectations; fail the run on critical problems."""
+    """Validate a dataset's pixels and labels with Great Expectations; fail the run on critical problems.
+    ``verbose``: show Great Expectations' own messages too."""
+    framework_logging(verbose)
     reports = reports_dir(out)
     checks = load_suite(suite)  # a bad suite file fails the run before any work
 

@@ -52,15 +52,13 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fractio
 
 
 @task(name="check the model", cache_policy=NO_CACHE)
-def check_model_step(spec: str, data: dict, backend: str) -> None:
-    """Build the user's model once for the data's shape and classes; a UserModelError fails the run at once."""
-    import os
-
-    os.environ.setdefault("KERAS_BACKEND", backend)  # this process has not imported Keras yet
-    from tasks.training.models import check_user_model
+def check_model_step(spec: str, data: dict, backend: str, verbose: bool = False) -> None:
+    """Build the user's model once for the data's shape and classes, in a process of its own (this one never
+    imports Keras); a UserModelError fails the run at once."""
+    from tasks.training.model_check import check_model
 
     shape = tuple(int(side) for side in data["image_shape"].split("x"))
-    check_user_model(spec, shape, len(data["class_names"]))
+    check_model(spec, shape, len(data["class_names"]), backend, verbose)
     get_run_logger().info("model %s builds for %s images and %d classes", spec, data["image_shape"],
                           len(data["class_names"]))
 
@@ -128,12 +126,13 @@ def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool, out_dir: Path
       cache_policy=NO_CACHE)
 def train_cell_dask_step(cell: Cell, dataset_path: str, out_dir: Path, model_path: Path, tensorboard: bool = False,
                          timeout: float | None = None, backend: str = "tensorflow",
-                         log_dir: Path | None = None) -> dict:
+                         log_dir: Path | None = None, verbose: bool = False) -> dict:
     """Train one cell in this Dask worker's own process (``--executor dask``); see `tasks.training.dask_worker`.
 
     Every path must be on storage the workers share with the flow. Crashes are Dask's to retry (the scheduler's
     allowed-failures); a Python error or a time-out becomes a "failed" record, as with the slot pool. With
-    ``log_dir`` (a cluster started for this run) the worker's output goes to a log file there.
+    ``log_dir`` (a cluster started for this run) the worker's output goes to a log file there, and with
+    ``verbose`` to the terminal too.
     """
     from tasks.training.dask_worker import train_here, worker_name
 
@@ -144,7 +143,7 @@ def train_cell_dask_step(cell: Cell, dataset_path: str, out_dir: Path, model_pat
                                                "--out or --store must be on storage every worker shares")
         record["worker"] = worker_name()
     else:
-        record = train_here(payload, backend, timeout, str(log_dir) if log_dir else None)
+        record = train_here(payload, backend, timeout, str(log_dir) if log_dir else None, verbose)
     _log_failure(cell, record)
     return record
 

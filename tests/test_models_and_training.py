@@ -171,6 +171,24 @@ def test_a_user_model_that_cannot_be_used_is_a_clear_error(spec, message):
     assert message in str(error.value) and error.value.exit_code == 2
 
 
+def test_the_model_check_builds_in_a_process_of_its_own_and_prints_nothing():
+    """The flow's process never imports Keras (start-up noise, seconds, and on a GPU machine the GPU's memory):
+    the check runs elsewhere, quietly, and only its verdict comes back."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom tasks.training.model_check import UserModelError, check_model\n"
+              "check_model('tests.user_models:small_mlp', (8, 8, 1), 4, 'tensorflow')\n"
+              "try:\n    check_model('tests.user_models:wrong_classes', (8, 8, 1), 4, 'tensorflow')\n"
+              "except UserModelError as error:\n    print(error)\n"
+              "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "--model tests.user_models:wrong_classes outputs shape (3,) per image; the data has 4 classes, so it must "
+        "output (4,)", "[]"]
+
+
 def test_the_users_model_gets_the_options_its_variants_change_and_the_layers_in_front():
     from tasks.errors import NotApplicable
     from tasks.training.models import user_options

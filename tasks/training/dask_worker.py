@@ -13,6 +13,8 @@ import socket
 import threading
 from pathlib import Path
 
+from tasks.training.output import QUIET_TF_LOG_LEVEL, VERBOSE_TF_LOG_LEVEL, send_output_to
+
 _prepared: dict[str, str] = {}  # "backend": Keras backend this process was set up with; "log": its log file
 _lock = threading.Lock()
 
@@ -21,22 +23,27 @@ class BackendMismatch(RuntimeError):
     """This worker already runs Keras on another backend (Keras picks its backend once per process)."""
 
 
-def train_here(payload: dict, backend: str, time_limit: float | None = None, log_dir: str | None = None) -> dict:
+def train_here(payload: dict, backend: str, time_limit: float | None = None, log_dir: str | None = None,
+               echo: bool = False) -> dict:
     """Set up Keras in this process on first use, train the cell, and say which worker trained it.
 
     With ``log_dir`` (workers of a cluster started for this run only) the worker's output goes to a file there
-    from now on, as a slot pool process's does; a shared cluster's workers keep their own logging.
+    from now on, as a slot pool process's does, and with ``echo`` (--verbose) to the terminal too; a shared
+    cluster's workers keep their own logging.
     """
     if log_dir and "log" not in _prepared:
-        _prepared["log"] = _redirect_output(Path(log_dir) / f"dask-{_safe(worker_name())}.log")
-    prepare(backend)
+        path = Path(log_dir) / f"dask-{_safe(worker_name())}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        send_output_to(str(path), echo_as=worker_name() if echo else None)
+        _prepared["log"] = str(path)
+    prepare(backend, echo)
     from tasks.training import train
 
     record = train.train_cell(**payload, time_limit=time_limit)
     return record | {"worker": worker_name()}
 
 
-def prepare(backend: str) -> None:
+def prepare(backend: str, verbose: bool = False) -> None:
     """Select the backend before Keras is first imported, then set threads and GPU memory growth, once."""
     with _lock:
         if _prepared.get("backend") == backend:
@@ -46,7 +53,10 @@ def prepare(backend: str) -> None:
                                   f"separate workers for --backend {backend}")
         os.environ["KERAS_BACKEND"] = backend
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: share the GPU with other workers
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if verbose:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = VERBOSE_TF_LOG_LEVEL
+        else:  # a shared cluster's worker may have its own setting
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TF_LOG_LEVEL)
         from tasks.training import train
 
         threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count() or 1
@@ -57,16 +67,6 @@ def prepare(backend: str) -> None:
             raise BackendMismatch(f"this Dask worker already imported Keras on {keras.backend.backend()}; "
                                   f"start separate workers for --backend {backend}")
         _prepared["backend"] = backend
-
-
-def _redirect_output(path: Path) -> str:
-    """Send this process's stdout and stderr (Python's and the framework's C++ logging) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    return str(path)
 
 
 def _safe(name: str) -> str:

@@ -38,7 +38,6 @@ class SlotSpec:
             "CUDA_VISIBLE_DEVICES": gpu,  # "" hides every GPU from a CPU slot
             "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # Keras on JAX: share the GPU between slots
             "OMP_NUM_THREADS": str(self.threads),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
             "KERAS_BACKEND": self.backend,
         }
 

@@ -18,14 +18,11 @@ import re
 import keras
 from keras import layers
 
-from tasks.errors import AblationError, NotApplicable
+from tasks.errors import NotApplicable
 from tasks.training.grid import BASELINE, MODEL_SPEC, TrainConfig, working_dir_importable
+from tasks.training.model_check import UserModelError
 
 COOPERATIVE = ("conv_filters", "dense_units", "dropout", "batch_norm", "width")  # options a user builder may take
-
-
-class UserModelError(AblationError):
-    """The user's model cannot be imported or built, or does not fit the data (exit code 2)."""
 
 
 def build_model(input_shape: tuple[int, ...], num_classes: int, config: TrainConfig) -> keras.Model:

@@ -17,6 +17,7 @@ import weakref
 from pathlib import Path
 
 from tasks.training.devices import SlotSpec
+from tasks.training.output import QUIET_TF_LOG_LEVEL, VERBOSE_TF_LOG_LEVEL, send_output_to
 
 _OPEN_POOLS: weakref.WeakSet = weakref.WeakSet()
 READY = "ready"  # a training process's first message: its imports are done, time it from here
@@ -44,7 +45,10 @@ class PoolClosed(WorkerCrashed):
 class SlotPool:
     """Run ``tasks.training.train.train_cell`` calls on a fixed set of processes; thread-safe ``run``."""
 
-    def __init__(self, slots: list[SlotSpec], log_dir: Path):
+    def __init__(self, slots: list[SlotSpec], log_dir: Path, echo: bool = False):
+        """``echo``: also copy each process's output (the frameworks' messages) to the terminal (--verbose);
+        it always goes to ``log_dir/slot-N.log``."""
+        self._echo = echo
         self._context = multiprocessing.get_context("spawn")  # fork would copy the parent's threads and locks
         self._log_dir = Path(log_dir)
         self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +159,7 @@ class SlotPool:
     def _start(self, slot: SlotSpec) -> tuple:
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main, args=(child, slot, str(self.log_path(slot))),
+            target=_worker_main, args=(child, slot, str(self.log_path(slot)), self._echo),
             name=f"ablation-slot-{slot.index}", daemon=True,
         )
         process.start()
@@ -174,12 +178,11 @@ def _death_reason(exitcode: int | None) -> str:
     return f"training process exited unexpectedly (exit code {exitcode})"
 
 
-def _worker_main(conn, slot: SlotSpec, log_path: str) -> None:
+def _worker_main(conn, slot: SlotSpec, log_path: str, echo: bool = False) -> None:
     """Body of a training process: set the device environment, import once, then train cells until told to stop."""
     os.environ.update(slot.env())
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)  # the framework's C++ logging writes to the file descriptors, not sys.stdout
-    os.dup2(log, 2)
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = VERBOSE_TF_LOG_LEVEL if echo else QUIET_TF_LOG_LEVEL
+    send_output_to(log_path, echo_as=f"slot-{slot.index}" if echo else None)
     print(f"training process {os.getpid()}: slot {slot.index} on {slot.device}, {slot.threads} thread(s)", flush=True)
     from tasks.training import train
 

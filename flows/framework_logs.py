@@ -1,0 +1,56 @@
+"""The frameworks' own log messages stay out of the user's terminal unless asked for (``--verbose``).
+
+Prefect's run logs are the pipeline's progress and stay. What goes: Great Expectations' and Dask's INFO lines
+in this process (the training processes' TensorFlow output goes to their log files, `tasks.training.output`),
+and Prefect's warning that the optional training limit does not exist, which every run without one would print
+(`training_limit`).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager, nullcontext
+
+FRAMEWORK_LOGGERS = ("great_expectations", "distributed", "prefect.task_runner.dask")
+
+
+class _FrameworkInfo(logging.Filter):
+    """On the console handlers: drop the frameworks' records below WARNING. Levels alone cannot do it: Great
+    Expectations sets some of its module loggers to INFO itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(
+            record.name == name or record.name.startswith(f"{name}.") for name in FRAMEWORK_LOGGERS)
+
+
+_QUIET = _FrameworkInfo()
+
+
+def framework_logging(verbose: bool) -> None:
+    """Let the frameworks' INFO lines through with ``verbose``; otherwise only their warnings and errors. Call it
+    once Prefect has set up logging (inside a flow run), whose handlers on the root logger print to the terminal."""
+    for handler in logging.getLogger().handlers:
+        if verbose:
+            handler.removeFilter(_QUIET)
+        else:
+            handler.addFilter(_QUIET)  # once: a filter already there is not added again
+    for name in FRAMEWORK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+@contextmanager
+def training_limit(name: str):
+    """Hold one slot of the Prefect global concurrency limit ``name`` while training, waiting for it if other
+    sweeps hold it, when that limit exists; without it, nothing (Prefect would warn on every run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_global_concurrency_limit_by_name(name)
+        limit = concurrency(name, occupy=1)
+    except ObjectNotFound:
+        limit = nullcontext()
+    with limit:
+        yield

@@ -1,0 +1,75 @@
+"""Build the user's model (``--model``) once, before any training, in a process of its own.
+
+Why a process: the flow's own process must not import Keras. TensorFlow's import prints start-up noise to the
+terminal, takes seconds, and on a GPU machine would take the GPU's memory for the whole run (it keeps memory
+until its process exits), memory the training processes need. The check runs on the CPU (it only builds the
+model and calls it once), with its output in a log file unless ``verbose``, and only its verdict comes back.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from tasks.errors import AblationError
+from tasks.training.output import QUIET_TF_LOG_LEVEL, VERBOSE_TF_LOG_LEVEL, send_output_to
+
+
+class UserModelError(AblationError):
+    """The user's model cannot be imported or built, or does not fit the data (exit code 2)."""
+
+
+def check_model(spec: str, input_shape: tuple[int, ...], num_classes: int, backend: str,
+                verbose: bool = False) -> None:
+    """Raise UserModelError, saying what is wrong, unless the builder ``spec`` ("package.module:function")
+    imports, builds for ``input_shape`` and answers ``num_classes`` classes."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's state
+    receive, send = context.Pipe(duplex=False)
+    with tempfile.TemporaryDirectory(prefix="ablation-model-check-") as folder:
+        log = str(Path(folder) / "model-check.log")
+        process = context.Process(target=_check_here, name="ablation-model-check", daemon=True,
+                                  args=(send, spec, tuple(input_shape), num_classes, backend, verbose, log))
+        process.start()
+        send.close()
+        try:
+            problem = receive.recv()
+        except EOFError:  # it died before answering: out of memory, a crash in the framework
+            process.join(5)
+            raise UserModelError(f"--model {spec}: the process building it died (exit code {process.exitcode}): "
+                                 f"{_tail(log)}") from None
+        finally:
+            if process.is_alive():  # interrupted while it builds
+                process.kill()
+            process.join()
+    if problem:
+        raise UserModelError(problem)
+
+
+def _check_here(send, spec: str, input_shape: tuple[int, ...], num_classes: int, backend: str, verbose: bool,
+                log: str) -> None:
+    """The checking process: set the framework up quietly, build, and send back None or the problem."""
+    os.environ |= {"KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "",
+                   "TF_CPP_MIN_LOG_LEVEL": VERBOSE_TF_LOG_LEVEL if verbose else QUIET_TF_LOG_LEVEL}
+    send_output_to(log, echo_as="model check" if verbose else None)
+    from tasks.training.models import check_user_model  # imports Keras, here only
+
+    try:
+        check_user_model(spec, input_shape, num_classes)
+    except UserModelError as exc:
+        send.send(str(exc))
+    except Exception as exc:  # anything else the user's code raised while being checked
+        send.send(f"--model {spec}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    else:
+        send.send(None)
+    if verbose:
+        time.sleep(0.3)  # let the echo thread copy the last lines to the terminal before this process ends
+
+
+def _tail(log: str, lines: int = 3) -> str:
+    try:
+        return " | ".join(Path(log).read_text(errors="replace").strip().splitlines()[-lines:]) or "no output"
+    except OSError:
+        return "no output"
