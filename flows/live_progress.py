@@ -1,20 +1,30 @@
-"""Progress of the grid being trained: the shared status line, and a live one-line display for terminals.
+"""Progress of the grid being trained: the shared status line, and a live display for terminals (rich).
 
-`train_grid` reports into ``GRID`` (start, each finished cell, stop); the CLI's `LiveDisplay` redraws
-"[12/27] 2 running | 1 failed | 3 cached | 48 s elapsed, ~55 s left" in place twice a second while a terminal
-is attached. Log lines still print as before: the display clears its line before each one and redraws after.
-Without a terminal (CI, a pipe, a file) nothing is drawn: the per-cell log lines are the progress.
+`train_grid` reports into ``GRID`` (start, each finished cell, stop). While a grid trains and a terminal is
+attached, the CLI's `LiveDisplay` keeps a bar and "[12/27] 2 running | 1 failed | 3 cached | 48 s elapsed,
+~55 s left" below the log lines, redrawn twice a second by `rich.live.Live`. Log lines still print as before,
+above it: every logging handler that writes to the terminal prints through the display's rich Console while it
+is shown (Prefect's console handler is itself a rich Console, which the display then uses). Without a terminal
+(CI, a pipe, a file) nothing is drawn: the per-cell log lines are the progress.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
+import sys
 import threading
 import time
 from typing import TextIO
 
-CLEAR = "\r\x1b[K"  # carriage return, erase to the end of the line
+from rich.console import Console
+from rich.file_proxy import FileProxy
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+REFRESH_PER_SECOND = 2
+BAR_WIDTH, MIN_BAR_WIDTH = 30, 10  # the bar gives way to the status line on a narrow terminal
 
 
 def status(done: int, total: int, failed: int, cached: int, running: int, elapsed: float) -> str:
@@ -29,16 +39,20 @@ def status(done: int, total: int, failed: int, cached: int, running: int, elapse
 
 
 class GridProgress:
-    """The grid this process is training, if any; written by the flow, read by the display thread."""
+    """The grid this process is training, if any: written by the flow, read by the display. Listeners (the
+    display) hear when a grid starts and stops."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._state: dict | None = None
+        self.listeners: list = []  # objects with started() and stopped()
 
     def start(self, total: int, cached: int, slots: int) -> None:
         with self._lock:
             self._state = {"total": total, "cached": cached, "slots": slots, "done": 0, "failed": 0,
                            "started": time.monotonic()}
+        for listener in list(self.listeners):
+            listener.started()
 
     def finished(self, failed: bool) -> None:
         with self._lock:
@@ -49,90 +63,90 @@ class GridProgress:
     def stop(self) -> None:
         with self._lock:
             self._state = None
+        for listener in list(self.listeners):
+            listener.stopped()
 
-    def line(self) -> str | None:
-        """The live status line, or None when no grid is training."""
+    def snapshot(self) -> tuple[int, int, str] | None:
+        """(cells done, cells to train, the status line "[3/10] 2 running | ..."), or None when no grid trains."""
         with self._lock:
             if self._state is None:
                 return None
             s = dict(self._state)
         running = min(s["slots"], s["total"] - s["done"])
-        elapsed = time.monotonic() - s["started"]
-        return f"[{s['done']}/{s['total']}] " + status(s["done"], s["total"], s["failed"], s["cached"], running,
-                                                       elapsed)
+        line = status(s["done"], s["total"], s["failed"], s["cached"], running, time.monotonic() - s["started"])
+        return s["done"], s["total"], f"[{s['done']}/{s['total']}] {line}"
 
 
 GRID = GridProgress()
 
 
 class LiveDisplay:
-    """Redraw ``progress.line()`` in place on ``stream`` while it is a terminal; a no-op otherwise."""
+    """Show ``progress`` live on ``stream`` while a grid trains, if ``stream`` is a terminal; a no-op otherwise."""
 
-    def __init__(self, progress: GridProgress = GRID, stream: TextIO | None = None, interval: float = 0.5):
-        import sys
-
-        self.progress, self.stream, self.interval = progress, stream or sys.stderr, interval
+    def __init__(self, progress: GridProgress = GRID, stream: TextIO | None = None):
+        self.progress, self.stream = progress, stream or sys.stderr
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._lock = threading.Lock()  # one writer at a time: the display thread or a log line
-        self._stop = threading.Event()
-        self._drawn = False
-        self._quiet_until = 0.0  # a log line is being printed: do not draw over it
-        self._filter = _ClearBeforeLog(self)
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+        self._restore: list = []  # (handler, attribute, value) to put back when the display stops
 
     def __enter__(self) -> LiveDisplay:
         if self.enabled:
-            for handler in _console_handlers(self.stream):
-                handler.addFilter(self._filter)
-            threading.Thread(target=self._loop, name="live-progress", daemon=True).start()
+            self.progress.listeners.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.enabled:
-            self._stop.set()
-            for handler in _console_handlers(self.stream):
-                handler.removeFilter(self._filter)
-            self.clear()
+            self.progress.listeners.remove(self)
+            self.stopped()
 
-    def draw(self) -> None:
-        line = self.progress.line()
+    def started(self) -> None:
         with self._lock:
-            if time.monotonic() < self._quiet_until:
+            if self._live is not None:
                 return
-            if line is None:
-                self._clear_unlocked()
-                return
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            self.stream.write(CLEAR + line[:width])
-            self.stream.flush()
-            self._drawn = True
+            handlers = _console_handlers(self.stream)
+            console = next((h.console for h in handlers if isinstance(getattr(h, "console", None), Console)),
+                           None) or Console(file=self.stream, force_terminal=True)
+            for handler in handlers:  # every log line goes through the one console, above the display
+                if isinstance(getattr(handler, "console", None), Console):
+                    self._restore.append((handler, "console", handler.console))
+                    handler.console = console
+                else:
+                    self._restore.append((handler, "stream", handler.stream))
+                    handler.setStream(FileProxy(console, self.stream))
+            self._live = Live(console=console, get_renderable=self._render, refresh_per_second=REFRESH_PER_SECOND,
+                              transient=True)
+            self._live.start(refresh=True)
 
-    def clear(self, quiet: float = 0.0) -> None:
-        """Erase the status line; with ``quiet``, do not redraw it for that many seconds."""
+    def stopped(self) -> None:
         with self._lock:
-            self._quiet_until = time.monotonic() + quiet
-            self._clear_unlocked()
+            if self._live is None:
+                return
+            self._live.stop()  # erases the display (transient)
+            self._live = None
+            for handler, attribute, value in reversed(self._restore):
+                if attribute == "stream":
+                    handler.setStream(value)
+                else:
+                    setattr(handler, attribute, value)
+            self._restore.clear()
 
-    def _clear_unlocked(self) -> None:
-        if self._drawn:
-            self.stream.write(CLEAR)
-            self.stream.flush()
-            self._drawn = False
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.draw()
-
-
-class _ClearBeforeLog(logging.Filter):
-    """On the console handler: erase the status line before a log line is printed over it."""
-
-    def __init__(self, display: LiveDisplay):
-        super().__init__()
-        self.display = display
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.display.clear(quiet=0.2)  # the handler prints the line right after this returns
-        return True
+    def _render(self):
+        """The status line, after a bar as wide as the terminal leaves room for (none on a narrow one)."""
+        snapshot = self.progress.snapshot()
+        if snapshot is None or self._live is None:
+            return Text("")
+        done, total, line = snapshot
+        text = Text(line, no_wrap=True, overflow="ellipsis")
+        room = min(BAR_WIDTH, self._live.console.width - len(line) - 1)
+        if room < MIN_BAR_WIDTH:
+            return text
+        row = Table.grid(padding=(0, 1))
+        # Colours by name: Prefect's console, which the display may use, has no theme to look bar styles up in.
+        bar = ProgressBar(total=max(total, 1), completed=done, width=room, style="bright_black",
+                          complete_style="green", finished_style="green", pulse_style="green")
+        row.add_row(bar, text)
+        return row
 
 
 def _console_handlers(stream: TextIO) -> list[logging.Handler]:
