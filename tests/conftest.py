@@ -29,6 +29,15 @@ def prefect_server():
         yield PREFECT_API_URL.value()
 
 
+@pytest.fixture(scope="session")
+def user_runs(tmp_path_factory, prefect_server):
+    """Every command of the user's table (`tests/user_commands.py`), run once for the session, two at a time;
+    the tests that only read a run share it."""
+    from tests.user_commands import run_all
+
+    return run_all(tmp_path_factory.mktemp("user-commands"), prefect_server)
+
+
 def write_image_folder(root: Path, classes: int = 3, per_class: int = 6, size: int = 16, test: bool = True,
                        mode: str = "L", seed: int = 0) -> Path:
     """A folder dataset of random PNGs: root/train/<class>/*.png (and root/test/<class>/*.png)."""

@@ -39,7 +39,7 @@ def test_cells_run_as_prefect_tasks_on_both_dask_workers_and_resume(prefect_serv
 
 
 def test_on_a_cluster_with_a_gpu_worker_every_cell_asks_for_a_gpu(prefect_server, tmp_path, two_workers):
-    """A worker started as the README says for a GPU machine (`--resources GPU=1`) joins the two CPU workers:
+    """A worker started as docs/scaling-out.md says for a GPU machine (`--resources GPU=1`) joins the two CPU workers:
     cells are annotated with resources={"GPU": 1}, so it alone trains them."""
     worker = subprocess.Popen([str(Path(sys.executable).parent / "dask"), "worker", two_workers.scheduler_address,
                                "--nthreads", "1", "--resources", "GPU=1", "--name", "gpu-worker"],

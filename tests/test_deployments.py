@@ -31,8 +31,8 @@ def test_every_deployment_loads_its_entrypoint_and_has_the_documented_schedule()
     assert load_flow(entries["data-quality-gate"]["entrypoint"]).name == "data-quality-gate"
     assert entries["ablation-nightly"]["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC"}]
     assert entries["data-quality-gate"]["schedules"] == [{"interval": 3600, "timezone": "UTC"}]
-    readme = (ROOT / "README.md").read_text()
-    assert "`0 2 * * *` (02:00 UTC, nightly)" in readme and "every hour (interval 3600 s)" in readme
+    docs = (ROOT / "docs" / "deployments.md").read_text()
+    assert "`0 2 * * *` (02:00 UTC, nightly)" in docs and "every hour (interval 3600 s)" in docs
     for entry in entries.values():
         assert entry["work_pool"]["name"] == "ablation-pool" and entry["concurrency_limit"]["limit"] == 1
     served = {d.name: d for d in runner_deployments()}  # `ablate serve` builds the same ones

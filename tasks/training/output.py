@@ -35,13 +35,16 @@ def send_output_to(log_path: str, echo_as: str | None = None) -> None:
     os.dup2(log, 2)
     os.close(log)
     if terminal is not None:
-        threading.Thread(target=_echo, args=(log_path, terminal, echo_as), name="echo-output", daemon=True).start()
+        start = os.path.getsize(log_path)  # before anything new is written: the thread copies from here
+        threading.Thread(target=_echo, args=(log_path, start, terminal, echo_as), name="echo-output",
+                         daemon=True).start()
 
 
-def _echo(log_path: str, terminal: int, name: str) -> None:
-    """Copy the lines appended to ``log_path`` from now on to the ``terminal`` descriptor, each prefixed."""
+def _echo(log_path: str, start: int, terminal: int, name: str) -> None:
+    """Copy what is appended to ``log_path`` after ``start`` to the ``terminal`` descriptor, line by line, each
+    line prefixed with ``name``."""
     with open(log_path, "rb") as log:
-        log.seek(0, os.SEEK_END)
+        log.seek(start)
         pending = b""
         while True:
             chunk = log.read(65536)

@@ -1,0 +1,157 @@
+"""The README's commands, and every command and option the issue list asks for, run as a user types them
+(`tests/user_commands.py`): the exit code, the files written, no traceback, no framework noise, and what each
+one is for. A test that calls the flow function cannot see a broken command line; these can."""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_docs import ROOT, ablate_arguments, shell_commands
+from tests.user_commands import COMMANDS, XSS_CLASS, Ran
+
+# The frameworks' own messages, which stay out of the terminal unless --verbose: TensorFlow's C++ log lines
+# (I/W/E + date), absl's notice, oneDNN's and CUDA's, and Great Expectations' INFO lines.
+NOISE = re.compile(r"^(\[[^\]]+\] )?[IWE]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog|oneDNN custom operations|"
+                   r"failed call to cuInit|\| great_expectations\.", re.M)
+
+
+def ran(user_runs, name: str) -> Ran:
+    if name not in user_runs:
+        pytest.skip("`make run` uses the project's .venv; run the tests with `make test` to include it")
+    return user_runs[name]
+
+
+def results(run: Ran) -> pd.DataFrame:
+    (run_dir,) = run.run_dirs
+    return pd.read_csv(run_dir / "results.csv")
+
+
+def page(run: Ran) -> str:
+    (run_dir,) = run.run_dirs
+    return (run_dir / "index.html").read_text()
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.name for c in COMMANDS])
+def test_the_command_runs_as_typed(user_runs, command):
+    run = ran(user_runs, command.name)
+    assert run.returncode == command.code, f"{' '.join(run.argv)}\n{run.output[-3000:]}"
+    assert "Traceback" not in run.output
+    if "--verbose" not in command.line:
+        assert not NOISE.search(run.output), NOISE.search(run.output).group(0)
+    if command.files:
+        (run_dir,) = run.run_dirs  # one new run folder
+        missing = [name for name in command.files if not (run_dir / name).exists()]
+        assert not missing, missing
+        assert f"report: {run_dir / 'index.html'}" in run.stdout
+    else:
+        assert run.run_dirs == []
+
+
+def test_a_run_on_a_folder_of_photos_trains_every_cell_and_shows_a_class_named_like_markup_as_text(user_runs):
+    run = ran(user_runs, "photos")
+    table = results(run)
+    assert len(table) == 6 and (table["status"] == "ok").all() and (table["epochs"] >= 1).all()
+    html = page(run)
+    assert XSS_CLASS not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    summary = json.loads((run.run_dirs[0] / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["dataset"] == "photos"
+
+
+def test_validate_on_the_photos_runs_the_gate_alone(user_runs):
+    run = ran(user_runs, "validate")
+    gate = json.loads((run.run_dirs[0] / "gate.json").read_text())
+    assert gate["status"] in ("pass", "warn") and gate["images"] == 72
+    assert not (run.run_dirs[0] / "results.csv").exists()
+
+
+def test_the_readme_grid_example_trains_every_cell_of_the_file(user_runs):
+    table = results(ran(user_runs, "grid example"))
+    assert len(table) == 21 and (table["status"] == "ok").all()
+    assert set(table["axis"]) == {"baseline", "learning_rate", "optimizer", "augmentation", "batch_norm"}
+    assert {"optimizer adamw", "learning_rate 0.01", "augmentation flip+translate"} <= set(table["variant"])
+
+
+def test_the_grid_listing_counts_the_cells_and_trains_nothing(user_runs):
+    run = ran(user_runs, "grid listing")
+    assert "7 variants x 3 seeds = 21 cells, mode one-factor, up to 10 epochs each" in run.stdout
+    assert "estimated time: about" in run.stdout and not (run.home / "reports").exists()
+
+
+def test_a_model_beside_the_user_is_the_baseline_and_variants_it_cannot_take_are_not_applicable(user_runs):
+    run = ran(user_runs, "your model")
+    table = results(run)
+    status = table.groupby("axis")["status"].agg(set).to_dict()
+    assert status == {"baseline": {"ok"}, "dropout": {"ok"}, "depth": {"not applicable"}}
+    assert (table["model"] == "my_model:build_model").all()
+    assert "Not applicable to this model" in page(run) and "takes no conv_filters" in page(run)
+
+
+def test_the_aa_control_is_trained_again_and_shows_no_clear_difference(user_runs):
+    run = ran(user_runs, "a/a control, British axis name")
+    table = results(run)
+    control, base = table[table["axis"] == "a/a control"], table[table["axis"] == "baseline"]
+    assert len(control) == len(base) == 3 and (table["status"] == "ok").all()
+    assert not np.allclose(control["best_val_accuracy"], base["best_val_accuracy"])  # really trained again
+    html = page(run)
+    assert "A/A control, the baseline trained twice" in html and "as it should" in html
+
+
+def test_an_axis_in_british_spelling_is_reported_in_the_projects(user_runs):
+    run = ran(user_runs, "a/a control, British axis name")
+    assert set(results(run)["axis"]) == {"baseline", "normalization", "a/a control"}
+    assert "normalisation" not in (run.run_dirs[0] / "results.csv").read_text()
+    assert "<h2>Normalization</h2>" in page(run)
+
+
+def test_an_npz_with_a_factorial_grid_in_yaml_crosses_its_axes(user_runs):
+    run = ran(user_runs, "npz, factorial grid in YAML")
+    table = results(run)
+    assert len(table) == 4 * 2 and set(table["axis"]) == {"baseline", "factorial"} and (table["epochs"] == 1).all()
+    assert (table["status"] == "ok").all()
+    assert "learning_rate 0.01, optimizer sgd" in set(table["variant"])  # optimiser, spelled the project's way
+    summary = json.loads((run.run_dirs[0] / "summary.json").read_text())
+    assert summary["dataset"] == "my-data.npz" and "<h2>Factorial</h2>" in page(run)
+
+
+def test_gate_warn_trains_on_the_readable_images_and_names_the_broken_one(user_runs):
+    run = ran(user_runs, "gate warn on a broken file")
+    table = results(run)
+    assert len(table) == 3 and (table["status"] != "failed").all()
+    gate = json.loads((run.run_dirs[0] / "gate.json").read_text())
+    readable = next(c for c in gate["checks"] if c["name"] == "readable_files")
+    assert gate["status"] == "fail" and readable["offending"] == ["train/cats/truncated.jpg"]
+
+
+def test_verbose_shows_the_frameworks_messages_from_each_training_process(user_runs):
+    run = ran(user_runs, "python -m flows.ablation, verbose")
+    assert re.search(r"^\[slot-\d\] training process \d+", run.output, re.M)
+    assert NOISE.search(run.output)  # TensorFlow's own lines, asked for
+    assert (results(run)["status"] == "ok").all()
+
+
+def test_the_gate_flow_as_a_module_writes_where_a_relative_out_points(user_runs):
+    run = ran(user_runs, "python -m flows.data_quality_gate, relative --out")
+    (run_dir,) = run.run_dirs
+    assert run_dir.parent == run.home / "my-reports"
+
+
+def test_make_run_trains_with_the_temporary_prefect_server(user_runs):
+    run = ran(user_runs, "make run")
+    assert (results(run)["status"] == "ok").all() and "Starting temporary server" not in run.stdout
+
+
+def test_every_command_the_readme_shows_is_in_the_table():
+    readme = [command for command in shell_commands((ROOT / "README.md").read_text())
+              if ablate_arguments(command) is not None]
+    assert readme and set(readme) <= {c.line for c in COMMANDS}, set(readme) - {c.line for c in COMMANDS}
+
+
+def test_the_table_covers_every_command_and_option_the_issue_lists():
+    typed = [c.line for c in COMMANDS]
+    for needed in ("ablate run --grid", "ablate run --model", "ablate run --aa", "--axes", "ablate grid ",
+                   "ablate validate ", "python -m flows.ablation", "python -m flows.data_quality_gate",
+                   "--dataset path/to/photos", "--dataset my-data.npz", "make run", "--verbose"):
+        assert any(needed in line for line in typed), needed
