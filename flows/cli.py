@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -191,21 +192,42 @@ def _start_prefect_while_importing_great_expectations() -> None:
     this one imports Great Expectations (~4 s), instead of one after the other.
 
     Only when no Prefect server is configured (PREFECT_API_URL unset). The server is Prefect's own ephemeral
-    one, started exactly as the flow would start it; the thread is joined before the flow begins, so the flow
-    finds it healthy. If the early start fails, the flow starts it itself and reports any error there.
+    one, started as the flow would start it but in a session of its own (`_own_session`); the thread is joined
+    before the flow begins, so the flow finds it healthy. If the early start fails, the flow starts it itself
+    and reports any error there.
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     starter = None
     if not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.server.api import server
 
-        starter = threading.Thread(target=_quietly, args=(SubprocessASGIServer().start,), daemon=True)
+        _own_session(server)
+        starter = threading.Thread(target=_quietly, args=(server.SubprocessASGIServer().start,), daemon=True)
         starter.start()
     import great_expectations  # noqa: F401  (the gate imports it again, for free)
 
     if starter is not None:
         starter.join()
+
+
+def _own_session(server_module) -> None:
+    """Start Prefect's temporary server in a session of its own, out of the terminal's process group.
+
+    Ctrl-C at a terminal signals the whole foreground process group. The server, started in that group, died
+    with it, and Prefect then spent about two minutes retrying the dead API, printing tracebacks, before this
+    command could end. Out of the group, the server outlives the interrupt, the run records its state and
+    stops the server at exit, as after any run. Only the server's module sees the changed Popen.
+    """
+    class NewSessionSubprocess:
+        def __getattr__(self, name):
+            return getattr(subprocess, name)
+
+        @staticmethod
+        def Popen(*args, **kwargs):  # noqa: N802 (subprocess's own name)
+            return subprocess.Popen(*args, **kwargs, start_new_session=True)
+
+    server_module.subprocess = NewSessionSubprocess()
 
 
 def _quietly(start) -> None:
