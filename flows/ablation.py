@@ -1,4 +1,5 @@
-"""The ablation flow: load -> gate -> train the grid -> report. Run it with `ablate run` or `python -m flows.ablation`."""
+"""The ablation flow: load -> gate -> train the grid -> report. Run it with `ablate run` or
+`python -m flows.ablation`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -17,7 +18,7 @@ from prefect.futures import as_completed
 from prefect.runtime import deployment, flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.framework_logs import framework_logging, training_limit
+from flows.framework_logs import framework_line, framework_logging, training_limit
 from flows.live_progress import GRID, status
 from flows.parameters import Axis, Epochs, Limit, PerGpu, Retries, Seconds, Seeds, Side, ValFraction
 from flows.steps import (
@@ -38,6 +39,7 @@ from tasks.training.cell_cache import cell_keys, export_models, load_cell, save_
 from tasks.training.devices import DEFAULT_PER_GPU, check_backend, cpu_count, detect_gpus, gpu_memory_mib, plan_slots
 from tasks.training.grid import BASELINE, DEFAULT_SEEDS, Cell, canonical_axes, expand_grid
 from tasks.training.grid_file import check_no_conflict, grid_cells, load_grid
+from tasks.training.output import LogFollower
 from tasks.training.slots import SlotPool
 from tasks.training.train import failed_record
 
@@ -186,7 +188,9 @@ def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Pat
         if not todo:
             logger.info("all %d cells already trained (%s)", len(cells), cells_dir)
         else:
-            with _executor(todo, data, run_dir, cells_dir, keys, options) as (submit, slots, where):
+            # With --verbose, the training processes' own output is followed from their log files and shown.
+            follow = LogFollower(run_dir / "logs", framework_line) if options["verbose"] else nullcontext()
+            with follow, _executor(todo, data, run_dir, cells_dir, keys, options) as (submit, slots, where):
                 logger.info("%d of %d cells already trained (%s); training %d on %s", len(done), len(cells),
                             cells_dir, len(todo), where)
                 futures = {submit(cell): cell for cell in todo}
@@ -233,7 +237,7 @@ def _executor(todo: list[Cell], data: dict, run_dir: Path, cells_dir: Path, keys
 
             yield submit, cluster.workers, cluster.describe(options["dask_address"])
         return
-    with SlotPool(slots, run_dir / "logs", echo=options["verbose"]) as pool:
+    with SlotPool(slots, run_dir / "logs", verbose=options["verbose"]) as pool:
         def submit(cell: Cell):
             return train_cell_step.submit(cell=cell, pool=pool, **paths(cell), **common, retries=options["retries"])
 

@@ -1,4 +1,5 @@
-"""The data-quality gate alone: load -> profile -> validate -> report. `ablate validate` or `python -m flows.data_quality_gate`."""
+"""The data-quality gate alone: load -> profile -> validate -> report. Run it with `ablate validate` or
+`python -m flows.data_quality_gate`."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 Prefect's run logs are the pipeline's progress and stay. What goes: Great Expectations' and Dask's INFO lines
 in this process (the training processes' TensorFlow output goes to their log files, `tasks.training.output`),
 and Prefect's warning that the optional training limit does not exist, which every run without one would print
-(`training_limit`).
+(`training_limit`). With ``--verbose`` they show, and `framework_line` prints the training processes' lines,
+followed from their log files, through the same logging (so above the live display, never through it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ import logging
 from contextlib import contextmanager, nullcontext
 
 FRAMEWORK_LOGGERS = ("great_expectations", "distributed", "prefect.task_runner.dask")
+_ECHO = logging.getLogger("ablate.frameworks")  # the training processes' own output, with --verbose
+_ECHO.setLevel(logging.INFO)
+
+
+def framework_line(process: str, line: str) -> None:
+    """One line a training (or model-checking) process printed, shown as "[slot-0] ..."."""
+    _ECHO.info("[%s] %s", process, line)
 
 
 class _FrameworkInfo(logging.Filter):

@@ -54,11 +54,12 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fractio
 @task(name="check the model", cache_policy=NO_CACHE)
 def check_model_step(spec: str, data: dict, backend: str, verbose: bool = False) -> None:
     """Build the user's model once for the data's shape and classes, in a process of its own (this one never
-    imports Keras); a UserModelError fails the run at once."""
+    imports Keras); a UserModelError fails the run at once. With ``verbose``, that process's output is shown."""
+    from flows.framework_logs import framework_line
     from tasks.training.model_check import check_model
 
     shape = tuple(int(side) for side in data["image_shape"].split("x"))
-    check_model(spec, shape, len(data["class_names"]), backend, verbose)
+    check_model(spec, shape, len(data["class_names"]), backend, framework_line if verbose else None)
     get_run_logger().info("model %s builds for %s images and %d classes", spec, data["image_shape"],
                           len(data["class_names"]))
 
@@ -131,8 +132,8 @@ def train_cell_dask_step(cell: Cell, dataset_path: str, out_dir: Path, model_pat
 
     Every path must be on storage the workers share with the flow. Crashes are Dask's to retry (the scheduler's
     allowed-failures); a Python error or a time-out becomes a "failed" record, as with the slot pool. With
-    ``log_dir`` (a cluster started for this run) the worker's output goes to a log file there, and with
-    ``verbose`` to the terminal too.
+    ``log_dir`` (a cluster started for this run) the worker's output goes to a log file there (which the run
+    shows with ``verbose``).
     """
     from tasks.training.dask_worker import train_here, worker_name
 

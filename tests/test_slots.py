@@ -94,3 +94,20 @@ def test_a_missing_or_unknown_backend_is_a_clear_error(monkeypatch):
     with pytest.raises(BackendError, match="no_such_module_for_this_test is not installed") as error:
         check_backend("jax")
     assert error.value.exit_code == 2
+
+
+def test_a_log_follower_hands_on_each_whole_line_of_every_log_file_once(tmp_path):
+    from tasks.training.output import LogFollower
+
+    seen = []
+    follower = LogFollower(tmp_path, lambda name, line: seen.append((name, line)))
+    (tmp_path / "slot-0.log").write_text("first\nhalf a li")
+    follower.read_new()
+    assert seen == [("slot-0", "first")]  # the unfinished line waits for its end
+    with open(tmp_path / "slot-0.log", "a") as log:
+        log.write("ne\n")
+    (tmp_path / "slot-1.log").write_text("from a process started later\n")
+    (tmp_path / "notes.txt").write_text("not a log\n")
+    follower.read_new()
+    follower.read_new()
+    assert seen == [("slot-0", "first"), ("slot-0", "half a line"), ("slot-1", "from a process started later")]

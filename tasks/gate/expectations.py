@@ -105,9 +105,10 @@ def validate(images: pd.DataFrame, classes: pd.DataFrame, specs: list[CheckSpec]
             "result_format": "COMPLETE", "unexpected_index_column_names": [KEY_COLUMN[table]]})
         results |= {r.expectation_config.meta["check"]: r for r in run.results}
     if docs_dir is not None:
+        folder = str(Path(docs_dir).absolute())  # Great Expectations refuses a relative one
         context.add_data_docs_site(site_name="gate", site_config={
             "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(docs_dir).absolute())},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": folder},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
         context.build_data_docs(site_names=["gate"])

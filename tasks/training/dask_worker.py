@@ -24,19 +24,19 @@ class BackendMismatch(RuntimeError):
 
 
 def train_here(payload: dict, backend: str, time_limit: float | None = None, log_dir: str | None = None,
-               echo: bool = False) -> dict:
+               verbose: bool = False) -> dict:
     """Set up Keras in this process on first use, train the cell, and say which worker trained it.
 
     With ``log_dir`` (workers of a cluster started for this run only) the worker's output goes to a file there
-    from now on, as a slot pool process's does, and with ``echo`` (--verbose) to the terminal too; a shared
+    from now on, as a slot pool process's does (TensorFlow's INFO lines too with ``verbose``); a shared
     cluster's workers keep their own logging.
     """
     if log_dir and "log" not in _prepared:
         path = Path(log_dir) / f"dask-{_safe(worker_name())}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
-        send_output_to(str(path), echo_as=worker_name() if echo else None)
+        send_output_to(str(path))
         _prepared["log"] = str(path)
-    prepare(backend, echo)
+    prepare(backend, verbose)
     from tasks.training import train
 
     record = train.train_cell(**payload, time_limit=time_limit)

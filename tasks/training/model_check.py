@@ -11,11 +11,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tasks.errors import AblationError
-from tasks.training.output import QUIET_TF_LOG_LEVEL, VERBOSE_TF_LOG_LEVEL, send_output_to
+from tasks.training.output import QUIET_TF_LOG_LEVEL, VERBOSE_TF_LOG_LEVEL, LogFollower, send_output_to
 
 
 class UserModelError(AblationError):
@@ -23,15 +23,17 @@ class UserModelError(AblationError):
 
 
 def check_model(spec: str, input_shape: tuple[int, ...], num_classes: int, backend: str,
-                verbose: bool = False) -> None:
+                emit: Callable[[str, str], None] | None = None) -> None:
     """Raise UserModelError, saying what is wrong, unless the builder ``spec`` ("package.module:function")
-    imports, builds for ``input_shape`` and answers ``num_classes`` classes."""
+    imports, builds for ``input_shape`` and answers ``num_classes`` classes. With ``emit`` (--verbose), every
+    line the checking process printed, TensorFlow's INFO lines included, is handed to it afterwards."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's state
     receive, send = context.Pipe(duplex=False)
     with tempfile.TemporaryDirectory(prefix="ablation-model-check-") as folder:
         log = str(Path(folder) / "model-check.log")
         process = context.Process(target=_check_here, name="ablation-model-check", daemon=True,
-                                  args=(send, spec, tuple(input_shape), num_classes, backend, verbose, log))
+                                  args=(send, spec, tuple(input_shape), num_classes, backend, emit is not None,
+                                        log))
         process.start()
         send.close()
         try:
@@ -44,6 +46,8 @@ def check_model(spec: str, input_shape: tuple[int, ...], num_classes: int, backe
             if process.is_alive():  # interrupted while it builds
                 process.kill()
             process.join()
+            if emit is not None:
+                LogFollower(Path(folder), emit).read_new()
     if problem:
         raise UserModelError(problem)
 
@@ -53,7 +57,7 @@ def _check_here(send, spec: str, input_shape: tuple[int, ...], num_classes: int,
     """The checking process: set the framework up quietly, build, and send back None or the problem."""
     os.environ |= {"KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "",
                    "TF_CPP_MIN_LOG_LEVEL": VERBOSE_TF_LOG_LEVEL if verbose else QUIET_TF_LOG_LEVEL}
-    send_output_to(log, echo_as="model check" if verbose else None)
+    send_output_to(log)
     from tasks.training.models import check_user_model  # imports Keras, here only
 
     try:
@@ -64,8 +68,6 @@ def _check_here(send, spec: str, input_shape: tuple[int, ...], num_classes: int,
         send.send(f"--model {spec}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     else:
         send.send(None)
-    if verbose:
-        time.sleep(0.3)  # let the echo thread copy the last lines to the terminal before this process ends
 
 
 def _tail(log: str, lines: int = 3) -> str:

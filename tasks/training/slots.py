@@ -45,10 +45,9 @@ class PoolClosed(WorkerCrashed):
 class SlotPool:
     """Run ``tasks.training.train.train_cell`` calls on a fixed set of processes; thread-safe ``run``."""
 
-    def __init__(self, slots: list[SlotSpec], log_dir: Path, echo: bool = False):
-        """``echo``: also copy each process's output (the frameworks' messages) to the terminal (--verbose);
-        it always goes to ``log_dir/slot-N.log``."""
-        self._echo = echo
+    def __init__(self, slots: list[SlotSpec], log_dir: Path, verbose: bool = False):
+        """Each process's output goes to ``log_dir/slot-N.log``; with ``verbose``, TensorFlow's INFO lines too."""
+        self._verbose = verbose
         self._context = multiprocessing.get_context("spawn")  # fork would copy the parent's threads and locks
         self._log_dir = Path(log_dir)
         self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +158,7 @@ class SlotPool:
     def _start(self, slot: SlotSpec) -> tuple:
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main, args=(child, slot, str(self.log_path(slot)), self._echo),
+            target=_worker_main, args=(child, slot, str(self.log_path(slot)), self._verbose),
             name=f"ablation-slot-{slot.index}", daemon=True,
         )
         process.start()
@@ -178,11 +177,11 @@ def _death_reason(exitcode: int | None) -> str:
     return f"training process exited unexpectedly (exit code {exitcode})"
 
 
-def _worker_main(conn, slot: SlotSpec, log_path: str, echo: bool = False) -> None:
+def _worker_main(conn, slot: SlotSpec, log_path: str, verbose: bool = False) -> None:
     """Body of a training process: set the device environment, import once, then train cells until told to stop."""
     os.environ.update(slot.env())
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = VERBOSE_TF_LOG_LEVEL if echo else QUIET_TF_LOG_LEVEL
-    send_output_to(log_path, echo_as=f"slot-{slot.index}" if echo else None)
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = VERBOSE_TF_LOG_LEVEL if verbose else QUIET_TF_LOG_LEVEL
+    send_output_to(log_path)
     print(f"training process {os.getpid()}: slot {slot.index} on {slot.device}, {slot.threads} thread(s)", flush=True)
     from tasks.training import train
 
