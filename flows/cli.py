@@ -21,14 +21,16 @@ from flows.cli_args import build_parser
 from tasks.errors import EXIT_BAD_INPUT, AblationError
 from tasks.paths import default_reports_dir
 
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal's number, as shells report it
+# 128 + the signal's number, as shells report it: Ctrl-C (SIGINT) 130, a closed terminal (SIGHUP) 129, `kill` or
+# a scheduler's timeout (SIGTERM) 143. All three stop the run the same way.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     _signals.clear()
     if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
-        signal.signal(signal.SIGINT, _interrupt)  # Ctrl-C
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill`, a scheduler's timeout: stop as cleanly as on Ctrl-C
+        for stop in STOP_SIGNALS:  # stop as cleanly on each as on Ctrl-C (the default would skip the clean-up)
+            signal.signal(stop, _interrupt)
     if args.command == "serve":
         return _serve()
     try:
@@ -60,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
-        _signals.append(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+        _signals.append(exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
     if _signals:
         print("ablate: interrupted; training processes stopped, finished cells kept", file=sys.stderr)
-        return EXIT_TERMINATED if signal.SIGTERM in _signals else EXIT_INTERRUPTED
+        return 128 + max(_signals, key=STOP_SIGNALS.index)  # the most final: SIGTERM, else SIGHUP, else SIGINT
     if summary.get("failed"):
         print(f"ablate: warning: {summary['failed']} of {summary['cells']} training runs failed; the report "
               "lists their reasons", file=sys.stderr)
@@ -76,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would be, so both stop the training processes and keep finished cells."""
+    """SIGTERM or SIGHUP, raised where Ctrl-C would be, so each stops the training processes and keeps finished
+    cells, and Prefect's temporary server is stopped at exit (a closed terminal would otherwise orphan it)."""
+
+    def __init__(self, signum: int):
+        super().__init__()
+        self.signum = signum
 
 
 _signals: list[int] = []  # the interrupts received, in case a library swallowed the exception raised for one
@@ -89,7 +96,7 @@ def _interrupt(signum, frame) -> None:
 
     _signals.append(signum)
     SlotPool.close_all()
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
 
 def _check_out(out: Path | None) -> None:

@@ -14,7 +14,8 @@ EXIT_CODES = """exit codes:
   1  the data-quality gate found critical problems (the report says which images)
   2  bad input or usage: missing or unreadable dataset, bad option, grid file or --model, unwritable --out,
      unreachable --dask-address
-  130  interrupted (Ctrl-C); 143 terminated (SIGTERM): training processes stopped, finished cells kept"""
+  130  interrupted (Ctrl-C); 129 the terminal closed (SIGHUP); 143 terminated (SIGTERM): training processes
+       stopped, finished cells kept"""
 
 
 def build_parser() -> argparse.ArgumentParser:

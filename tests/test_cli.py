@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -114,6 +115,7 @@ def test_help_documents_the_exit_codes():
     # Ctrl-C at a terminal signals the whole foreground process group, and a user has no PREFECT_API_URL: the
     # temporary server must survive it (it once died with the group, and the run took two minutes to end).
     (signal.SIGINT, 130, "the command's process group, as a terminal's Ctrl-C does"),
+    (signal.SIGHUP, 129, "the command's process group, as a terminal closing does"),
     (signal.SIGTERM, 143, "the command's process, as `kill` or a scheduler does"),
 ])
 def test_an_interrupt_stops_the_training_processes_and_keeps_finished_cells(prefect_server, tmp_path, sig, code,
@@ -133,11 +135,12 @@ def test_an_interrupt_stops_the_training_processes_and_keeps_finished_cells(pref
     assert finished, "no cell finished within two minutes"
     pids = [int(re.search(r"training process (\d+)", log.read_text()).group(1))
             for log in tmp_path.glob("*/logs/*.log")]
+    descendants = psutil.Process(process.pid).children(recursive=True)  # training processes, a temporary server
     signalled = time.time()
-    if sig == signal.SIGINT:
-        os.killpg(process.pid, sig)
-    else:
+    if sig == signal.SIGTERM:
         process.send_signal(sig)
+    else:
+        os.killpg(process.pid, sig)
     try:
         _, stderr = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -147,6 +150,8 @@ def test_an_interrupt_stops_the_training_processes_and_keeps_finished_cells(pref
     assert time.time() - signalled < 20, f"{time.time() - signalled:.0f} s to stop after a signal to {how}"
     time.sleep(1)
     assert pids and not [pid for pid in pids if os.path.exists(f"/proc/{pid}")], "training processes left running"
+    left = [p.cmdline() for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"left running after a signal to {how}: {left}"
     finished = [json.loads(line) for line in next(tmp_path.glob("*/cells.jsonl")).read_text().splitlines()]
     kept = list((tmp_path / ".cache" / "cells").glob("*.json"))
     assert finished and len(kept) == sum(r["status"] != "failed" for r in finished)  # a rerun reuses them
