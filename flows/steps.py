@@ -16,6 +16,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.framework_logs import framework_line
+
 from tasks.data.datasets import load_cache, load_dataset, save_cache
 from tasks.files import write_atomic
 from tasks.gate.expectations import GateResult, run_gate
@@ -55,7 +57,6 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fractio
 def check_model_step(spec: str, data: dict, backend: str, verbose: bool = False) -> None:
     """Build the user's model once for the data's shape and classes, in a process of its own (this one never
     imports Keras); a UserModelError fails the run at once. With ``verbose``, that process's output is shown."""
-    from flows.framework_logs import framework_line
     from tasks.training.model_check import check_model
 
     shape = tuple(int(side) for side in data["image_shape"].split("x"))

@@ -14,7 +14,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +81,6 @@ class Ran:
     stdout: str
     stderr: str
     run_dirs: list[Path] = field(default_factory=list)
-    seconds: float = 0.0
 
     @property
     def output(self) -> str:
@@ -116,14 +114,12 @@ def run_one(command: Command, home: Path, data: dict[str, Path], api_url: str) -
     env |= {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}  # `make run` calls .venv/bin/ablate itself
     if not command.ephemeral:
         env["PREFECT_API_URL"] = api_url  # the session's server: saves each command ~8 s of starting its own
-    started = time.perf_counter()
     result = subprocess.run(argv, cwd=ROOT if command.in_repo else home, env=env, capture_output=True, text=True,
                             timeout=600)
     reports = [home / "reports", home / "my-reports"]
     run_dirs = sorted(p for folder in reports if folder.exists() for p in folder.iterdir()
                       if p.is_dir() and not p.name.startswith("."))
-    return Ran(command, argv, home, result.returncode, result.stdout, result.stderr, run_dirs,
-               time.perf_counter() - started)
+    return Ran(command, argv, home, result.returncode, result.stdout, result.stderr, run_dirs)
 
 
 def make_datasets(folder: Path) -> dict[str, Path]:

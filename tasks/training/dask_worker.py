@@ -13,7 +13,7 @@ import socket
 import threading
 from pathlib import Path
 
-from tasks.training.output import QUIET_TF_LOG_LEVEL, VERBOSE_TF_LOG_LEVEL, send_output_to
+from tasks.training.output import send_output_to, tf_log_level
 
 _prepared: dict[str, str] = {}  # "backend": Keras backend this process was set up with; "log": its log file
 _lock = threading.Lock()
@@ -54,9 +54,9 @@ def prepare(backend: str, verbose: bool = False) -> None:
         os.environ["KERAS_BACKEND"] = backend
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: share the GPU with other workers
         if verbose:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = VERBOSE_TF_LOG_LEVEL
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = tf_log_level(verbose)
         else:  # a shared cluster's worker may have its own setting
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TF_LOG_LEVEL)
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", tf_log_level(verbose))
         from tasks.training import train
 
         threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count() or 1

@@ -182,7 +182,7 @@ def expand_grid(axes: list[str] | None = None, seeds: int = DEFAULT_SEEDS, epoch
     control: the baseline's config trained a second time under another name, which must show no clear
     difference from the baseline (if it does, the seeds' noise is larger than the intervals allow for).
     """
-    axes = list(DEFAULT_AXES) if axes is None else canonical_axes(axes)
+    axes = list(DEFAULT_AXES) if axes is None else axes
     unknown = [a for a in axes if a not in AXES]
     if unknown:
         raise ValueError(f"unknown axis {', '.join(unknown)}; choose from {', '.join(AXES)}")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tasks.errors import AblationError
-from tasks.training.output import QUIET_TF_LOG_LEVEL, VERBOSE_TF_LOG_LEVEL, LogFollower, send_output_to
+from tasks.training.output import LogFollower, send_output_to, tf_log_level
 
 
 class UserModelError(AblationError):
@@ -56,7 +56,7 @@ def _check_here(send, spec: str, input_shape: tuple[int, ...], num_classes: int,
                 log: str) -> None:
     """The checking process: set the framework up quietly, build, and send back None or the problem."""
     os.environ |= {"KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "",
-                   "TF_CPP_MIN_LOG_LEVEL": VERBOSE_TF_LOG_LEVEL if verbose else QUIET_TF_LOG_LEVEL}
+                   "TF_CPP_MIN_LOG_LEVEL": tf_log_level(verbose)}
     send_output_to(log)
     from tasks.training.models import check_user_model  # imports Keras, here only
 

@@ -18,9 +18,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-# TensorFlow's C++ log level in a training process: 2 keeps errors and warnings out of INFO's noise in the log
-# file; with --verbose, 0 keeps everything.
-QUIET_TF_LOG_LEVEL, VERBOSE_TF_LOG_LEVEL = "2", "0"
+
+def tf_log_level(verbose: bool) -> str:
+    """TensorFlow's C++ log level (TF_CPP_MIN_LOG_LEVEL) for a training process: 2 keeps errors and warnings
+    in its log file without INFO's noise; with --verbose, 0 keeps everything."""
+    return "0" if verbose else "2"
 
 
 def send_output_to(log_path: str) -> None:

@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 
 from tasks.training.devices import SlotSpec
-from tasks.training.output import QUIET_TF_LOG_LEVEL, VERBOSE_TF_LOG_LEVEL, send_output_to
+from tasks.training.output import send_output_to, tf_log_level
 
 _OPEN_POOLS: weakref.WeakSet = weakref.WeakSet()
 READY = "ready"  # a training process's first message: its imports are done, time it from here
@@ -180,7 +180,7 @@ def _death_reason(exitcode: int | None) -> str:
 def _worker_main(conn, slot: SlotSpec, log_path: str, verbose: bool = False) -> None:
     """Body of a training process: set the device environment, import once, then train cells until told to stop."""
     os.environ.update(slot.env())
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = VERBOSE_TF_LOG_LEVEL if verbose else QUIET_TF_LOG_LEVEL
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = tf_log_level(verbose)
     send_output_to(log_path)
     print(f"training process {os.getpid()}: slot {slot.index} on {slot.device}, {slot.threads} thread(s)", flush=True)
     from tasks.training import train
