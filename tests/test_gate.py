@@ -305,3 +305,19 @@ def test_names_from_the_data_are_text_in_data_docs_and_exact_in_gate_json(tmp_pa
     pages = [p.read_text() for p in (tmp_path / "docs").rglob("*.html")]
     assert any("&lt;img src=x onerror=alert(1)&gt;" in page for page in pages)  # shown, as text
     assert not any(evil in page for page in pages)
+
+
+def test_a_photo_folder_s_mixed_sizes_are_no_finding_and_thumbnails_and_banners_among_them_are(tmp_path):
+    from tasks.data.datasets import load_dataset
+    from tests.photos import photo, write_photo_folder
+
+    root = write_photo_folder(tmp_path / "photos", 80, processes=1)  # 500x375 mostly, 1024x768, portrait
+    result = gate(load_dataset(str(root)))
+    assert {"odd_sizes", "odd_aspect_ratios"}.isdisjoint(c.name for c in result.failed), result.failed
+    rng = np.random.default_rng(1)
+    odd = {"class_0/thumb.jpg": (100, 75), "class_1/thumb.jpg": (75, 100), "class_2/banner.jpg": (900, 200)}
+    for name, (width, height) in odd.items():
+        photo(int(name[6]), width, height, rng).save(root / name)
+    found = checks_by_name(gate(load_dataset(str(root))))
+    assert found["odd_sizes"].offending == ["class_0/thumb.jpg", "class_1/thumb.jpg"]
+    assert found["odd_aspect_ratios"].offending == ["class_2/banner.jpg"]

@@ -28,6 +28,8 @@ def profile_images(stats: pd.DataFrame) -> pd.DataFrame:
     table.loc[~on_scale, QUALITY_COLUMNS] = np.nan
     table["pixels"] = table["height"] * table["width"]
     table["aspect_ratio"] = table["width"] / table["height"]
+    # Orientation-free: a portrait photo among landscape ones is as normal as its landscape twin.
+    table["elongation"] = table[["width", "height"]].max(axis=1) / table[["width", "height"]].min(axis=1)
     table["constant"] = (table["max"] <= table["min"]).where(read)
     table["gray_as_rgb"] = (table["identical_channels"].astype(bool) & (table["channels"] >= 3)).where(read)
     informative = on_scale & (table["constant"] == False)  # noqa: E712 (a nullable column)
