@@ -37,7 +37,8 @@ GATE_ONLY = """
 import json, resource, sys, time
 from pathlib import Path
 started = time.perf_counter()
-from tasks.data.datasets import load_dataset, save_cache
+from tasks.data.datasets import load_dataset
+from tasks.data.store import save_cache
 from tasks.paths import cache_dir
 from tasks.gate.stats_cache import cached_pixel_stats
 from tasks.gate.expectations import run_gate

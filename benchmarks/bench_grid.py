@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LOOP = """
 import json, sys, time
 started = time.perf_counter()
-from tasks.data.datasets import load_dataset, save_cache
+from tasks.data.datasets import load_dataset
+from tasks.data.store import save_cache
 from tasks.training.grid import expand_grid
 from tasks.training.train import init_process, train_cell
 epochs, seeds, cache = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]

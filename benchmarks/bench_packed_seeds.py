@@ -36,7 +36,8 @@ def main() -> int:
 
     from tasks.data.datasets import load_dataset
     from tasks.training.grid import BASELINE
-    from tasks.training.train import init_process, normalize
+    from tasks.training.feed import normalize
+    from tasks.training.train import init_process
 
     init_process(args.threads)
     data = load_dataset("digits")

@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.framework_logs import framework_line, framework_logging, training_limit
 from flows.live_progress import GRID, status
-from flows.parameters import Axis, Epochs, Limit, PerGpu, Retries, Seconds, Seeds, Side, ValFraction
+from flows.parameters import Axis, Epochs, Limit, PerGpu, Processes, Retries, Seconds, Seeds, Side, ValFraction
 from flows.steps import (
     check_model_step,
     gate_step,
@@ -32,7 +32,7 @@ from flows.steps import (
 from tasks.errors import GateFailed
 from tasks.gate.suite import load_suite
 from tasks.paths import cache_dir, reports_dir
-from tasks.report.aggregate import training_times
+from tasks.report.aggregate import nothing_compared, training_times
 from tasks.report.run_facts import environment_facts
 from tasks.report.runs import new_run_dir, run_record
 from tasks.training.cell_cache import cell_keys, export_models, load_cell, save_cell
@@ -70,6 +70,7 @@ def ablation(
     retries: Retries = 1,
     backend: Literal["tensorflow", "jax", "torch"] = "tensorflow",
     per_gpu: PerGpu = DEFAULT_PER_GPU,
+    processes: Processes | None = None,
     executor: Literal["local", "dask"] = "local",
     dask_address: str | None = None,
     aa: bool = False,
@@ -111,8 +112,9 @@ def ablation(
                                      "suite": suite or "default", "fresh": fresh,
                                      "keep_models": keep_models, "tensorboard": tensorboard,
                                      "cell_timeout": cell_timeout, "retries": retries, "backend": backend,
-                                     "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address,
-                                     "aa": aa, "grid": grid, "model": model or "built-in CNN"})
+                                     "per_gpu": per_gpu, "processes": processes, "executor": executor,
+                                     "dask_address": dask_address, "aa": aa, "grid": grid,
+                                     "model": model or "built-in CNN"})
     run |= {"flow_run_id": str(flow_run.id), "deployment": deployment.name,
             "environment": environment_facts(backend)}
 
@@ -130,7 +132,8 @@ def ablation(
     cells_dir = cache_dir(reports_dir(store) if store else reports) / "cells"
     keys = cell_keys(cells, data["fingerprint"], backend)
     options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries,
-               "backend": backend, "per_gpu": per_gpu, "executor": executor, "dask_address": dask_address,
+               "backend": backend, "per_gpu": per_gpu, "processes": processes, "executor": executor,
+               "dask_address": dask_address,
                "verbose": verbose}
     with training_limit(TRAINING_LIMIT):  # waits while other sweeps train, if the limit exists
         records, training, cached = train_grid(cells, keys, data, run_dir, cells_dir, options)
@@ -144,7 +147,7 @@ def ablation(
     run["timings"] |= {"report": time.perf_counter() - report_started, "flow total": time.perf_counter() - started}
     failed = sum(record["status"] == "failed" for record in records)
     return {"run_dir": str(run_dir), "report": page, "status": run["status"], "timings": run["timings"],
-            "flow_run_id": run["flow_run_id"],
+            "flow_run_id": run["flow_run_id"], "nothing_compared": nothing_compared(records),
             "cells": len(records), "failed": failed, "cached": cached}
 
 
@@ -154,7 +157,8 @@ def train_grid(cells: list[Cell], keys: dict[str, str], data: dict, run_dir: Pat
 
     Every cell's record is appended to cells.jsonl and kept in ``cells_dir`` the moment it finishes, so a crash,
     Ctrl-C or SIGTERM loses no finished cell and the same command trains only what is missing. ``options``:
-    fresh, tensorboard, cell_timeout, retries, backend, per_gpu, executor ("local" or "dask"), dask_address,
+    fresh, tensorboard, cell_timeout, retries, backend, per_gpu, processes, executor ("local" or "dask"),
+    dask_address,
     verbose.
     """
     logger = get_run_logger()
@@ -215,7 +219,7 @@ def _executor(todo: list[Cell], data: dict, run_dir: Path, cells_dir: Path, keys
     Yields the submit function, the number of cells that can train at once, and where they train (for the log).
     """
     slots = plan_slots(len(todo), cpu_count(), detect_gpus(), options["per_gpu"], gpu_memory_mib(),
-                       options["backend"])
+                       options["backend"], options["processes"])
     common = {"dataset_path": data["cache_path"], "tensorboard": options["tensorboard"],
               "timeout": options["cell_timeout"]}
 

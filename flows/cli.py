@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from flows.cli_args import build_parser
-from tasks.errors import EXIT_BAD_INPUT, AblationError
+from tasks.errors import EXIT_BAD_INPUT, EXIT_NOTHING_COMPARED, AblationError
 from tasks.paths import default_reports_dir
 
 # 128 + the signal's number, as shells report it: Ctrl-C (SIGINT) 130, a closed terminal (SIGHUP) 129, `kill` or
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if _signals:
         print("ablate: interrupted; training processes stopped, finished cells kept", file=sys.stderr)
         return 128 + max(_signals, key=STOP_SIGNALS.index)  # the most final: SIGTERM, else SIGHUP, else SIGINT
-    if summary.get("failed"):
+    if summary.get("failed") and not summary.get("nothing_compared"):
         print(f"ablate: warning: {summary['failed']} of {summary['cells']} training runs failed; the report "
               "lists their reasons", file=sys.stderr)
     if summary.get("cached"):
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
               "them again)")
     print(f"\nreport: {summary['report']}")
     print(_time_split(summary["timings"], time.perf_counter() - started))
+    if summary.get("nothing_compared"):
+        print(f"ablate: {summary['nothing_compared']}", file=sys.stderr)
+        return EXIT_NOTHING_COMPARED
     return 0
 
 
@@ -177,20 +180,22 @@ def _run(args: argparse.Namespace) -> dict:
               "val_fraction": args.val_fraction, "limit": args.limit,
               "suite": str(args.suite) if args.suite else None, "verbose": args.verbose}
     _start_prefect_while_importing_great_expectations()
+    from flows.live_progress import LiveDisplay
+
     if args.command == "validate":
         from flows.data_quality_gate import data_quality_gate
 
-        return data_quality_gate(**common)
+        with LiveDisplay():  # on a terminal: a big folder's decoding progress
+            return data_quality_gate(**common)
     from flows.ablation import ablation
-    from flows.live_progress import LiveDisplay
 
     axes = [axis for group in args.axes for axis in group] if args.axes else None
-    with LiveDisplay():  # on a terminal: the grid's progress redrawn in place below the log lines
+    with LiveDisplay():  # on a terminal: decoding, then the grid's progress, redrawn in place below the log lines
         return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate,
                         store=args.store, fresh=args.fresh, keep_models=args.keep_models,
                         tensorboard=args.tensorboard, cell_timeout=args.cell_timeout, retries=args.retries,
-                        backend=args.backend, per_gpu=args.per_gpu, executor=args.executor,
-                        dask_address=args.dask_address, aa=args.aa,
+                        backend=args.backend, per_gpu=args.per_gpu, processes=args.processes,
+                        executor=args.executor, dask_address=args.dask_address, aa=args.aa,
                         grid=str(args.grid) if args.grid else None, model=args.model)
 
 

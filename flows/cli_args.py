@@ -14,6 +14,7 @@ EXIT_CODES = """exit codes:
   1  the data-quality gate found critical problems (the report says which images)
   2  bad input or usage: missing or unreadable dataset, bad option, grid file or --model, unwritable --out,
      unreachable --dask-address
+  3  nothing could be compared: the baseline (or every training run) failed; the report says why
   130  interrupted (Ctrl-C); 129 the terminal closed (SIGHUP); 143 terminated (SIGTERM): training processes
        stopped, finished cells kept"""
 
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Keras 3 backend of the training processes (default: tensorflow)")
     run.add_argument("--per-gpu", type=_positive, default=8, metavar="N",
                      help="training processes per GPU (default: 8, fewer on a GPU with under 2 GiB per process)")
+    run.add_argument("--processes", type=_positive, default=None, metavar="N",
+                     help="training processes in all (default: one per CPU core, or --per-gpu per GPU)")
     run.add_argument("--executor", choices=["local", "dask"], default=None,
                      help="where cells train: a pool of local training processes (local, default) or the workers "
                           "of a Dask cluster (dask: a local one unless --dask-address is given)")

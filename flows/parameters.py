@@ -19,5 +19,6 @@ Limit = Annotated[int, Field(ge=1, description="at most this many images per spl
 ValFraction = Annotated[float, Field(gt=0, lt=1, description="share held out when there is no test split")]
 Side = Annotated[int, Field(ge=1, le=4096)]
 Retries = Annotated[int, Field(ge=0, le=10, description="retries of a cell whose training process crashed")]
+Processes = Annotated[int, Field(ge=1, le=512, description="training processes in all")]
 PerGpu = Annotated[int, Field(ge=1, le=64, description="training processes per GPU")]
 Seconds = Annotated[float, Field(gt=0, description="time limit per cell, in seconds")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -17,13 +18,16 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from flows.framework_logs import framework_line
+from flows.live_progress import LOADING
 
-from tasks.data.datasets import load_cache, load_dataset, save_cache
+from tasks.data.datasets import load_dataset
+from tasks.data.resolution import resolution_fact
+from tasks.data.store import load_cache, save_cache
 from tasks.files import write_atomic
 from tasks.gate.expectations import GateResult, run_gate
 from tasks.gate.stats_cache import cached_pixel_stats
 from tasks.paths import cache_dir
-from tasks.report.aggregate import history_table, mean_curves, results_table, summarise, verdict
+from tasks.report.aggregate import history_table, mean_curves, nothing_compared, results_table, summarise, verdict
 from tasks.report.comparison import predictions_of
 from tasks.report.diagnose import diagnose_all
 from tasks.report.markdown import gate_markdown, verdict_markdown
@@ -37,18 +41,28 @@ from tasks.training.train import failed_record
 @task(name="load dataset", cache_policy=NO_CACHE)
 def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fraction: float,
                       limit: int | None, reports_dir: Path) -> dict:
-    """Decode the dataset, cache it by fingerprint for the training processes, return its facts."""
-    started = time.perf_counter()
-    data = load_dataset(spec, image_size, val_fraction, limit, cache=cache_dir(reports_dir))
+    """Decode the dataset into the shared cache (by fingerprint) for the training processes, return its facts."""
+    started, logger = time.perf_counter(), get_run_logger()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        LOADING.update(stage, done, total)  # a terminal shows it live; a log (CI) gets a line per stage
+        if done == 0:
+            logger.info("%s: %d files", stage, total)
+
+    try:
+        data = load_dataset(spec, image_size, val_fraction, limit, cache=cache_dir(reports_dir), progress=progress)
+    finally:
+        LOADING.stop()
     path = save_cache(data, cache_dir(reports_dir) / "datasets")
-    fingerprint = path.stem  # the cache file is named by it: hashing the pixels again costs ~0.3 s per 180 MB
+    fingerprint = path.name  # the cache folder is named by it
     shape = "x".join(map(str, data.x_train.shape[1:]))
-    get_run_logger().info("loaded %s: %d training and %d test images of %s, %d classes (fingerprint %s)",
-                          data.name, len(data.y_train), len(data.y_test), shape, len(data.class_names),
-                          fingerprint)
+    resolution = resolution_fact(data, image_size)
+    logger.info("loaded %s in %.1f s: %d training and %d test images, %d classes; %s (fingerprint %s)", data.name,
+                time.perf_counter() - started, len(data.y_train), len(data.y_test), len(data.class_names),
+                resolution, fingerprint)
     return {"name": data.name, "source": spec, "fingerprint": fingerprint, "cache_path": str(path),
             "train_images": len(data.y_train), "test_images": len(data.y_test),
-            "image_shape": shape, "dtype": str(data.x_train.dtype),
+            "image_shape": shape, "resolution": resolution, "dtype": str(data.x_train.dtype),
             "class_names": data.class_names, "files_not_read": len(data.skipped),
             "seconds": time.perf_counter() - started}
 
@@ -103,8 +117,9 @@ def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool, out_dir: Path
                     tensorboard: bool = False, timeout: float | None = None, retries: int = 1) -> dict:
     """Train one cell in the pool's training processes; a crash becomes a "failed" record, not an exception.
 
-    A crashed process (killed, out of memory) is retried up to ``retries`` times on a fresh process; a time-out
-    or a Python error is not (it would only happen again).
+    A crashed process (killed, out of memory) is retried up to ``retries`` times on a fresh process, and a
+    killed one (SIGKILL: the out-of-memory killer) with half as many processes training at once, for the rest of
+    the run; a time-out or a Python error is not retried (it would only happen again).
     """
     payload = {"cell": cell.to_dict(), "dataset_path": dataset_path, "out_dir": str(out_dir),
                "model_path": str(model_path), "tensorboard": tensorboard}
@@ -119,7 +134,11 @@ def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool, out_dir: Path
             record = failed_record(cell.to_dict(), str(exc), exc.log_tail) | {"worker": ""}
             if isinstance(exc, CellTimedOut) or attempt == retries:
                 break
-            get_run_logger().warning("%s: %s; retrying (%d of %d)", cell.key, exc, attempt + 1, retries)
+            fewer = ""
+            if exc.killed and pool.size > 1:  # out of memory, most likely: retry with fewer processes at once
+                before = pool.size
+                fewer = f" with {pool.shrink()} training process(es) at once instead of {before}"
+            get_run_logger().warning("%s: %s; retrying (%d of %d)%s", cell.key, exc, attempt + 1, retries, fewer)
     _log_failure(cell, record)
     return record
 
@@ -166,6 +185,8 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
         history_table(records).to_csv(run_dir / "history.csv", index=False)
         summary = summarise(results)
         outcome = verdict(summary)
+        if why := nothing_compared(records):  # the baseline (or everything) failed: say why, first
+            outcome = replace(outcome, headline=why)
         curves = mean_curves(records)
         diagnoses = diagnose_all(records, run.get("class_count", 0))
         predictions = predictions_of(records)

@@ -8,6 +8,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_NOTHING_COMPARED = 3  # the run finished, but the baseline (or every cell) failed: no verdict to give
 
 
 class AblationError(Exception):

@@ -285,3 +285,17 @@ def test_a_grid_files_own_axis_names_its_baseline_plainly_in_the_table_and_the_l
     assert view["rows"][0]["name"] == "baseline" and legends == [["baseline", "lr dropout 0", "lr dropout 0.5"]]
     view = page.axis_view("dropout", summarise(results_table(fake_records(seeds=2))), {}, {})
     assert [row["name"] for row in view["rows"]][:2] == ["dropout 0", "dropout 0.2 (baseline)"]
+
+
+def test_nothing_compared_says_why_in_one_sentence_with_what_to_try():
+    from tasks.report.aggregate import nothing_compared
+
+    killed = "training process was killed (SIGKILL: most often the machine ran out of memory)"
+    base = [{"axis": "baseline", "variant": "baseline", "status": "failed", "error": killed} for _ in range(3)]
+    change = [{"axis": "dropout", "variant": "dropout 0", "status": "ok", "error": ""}]
+    assert nothing_compared(base + change) == (
+        f"Nothing could be compared: the baseline failed on every seed ({killed}); it ran out of memory: try a "
+        "smaller --image-size (64, say) or fewer training processes (--processes 1).")
+    everything = [r | {"status": "failed", "error": "ValueError: bad"} for r in base + change]
+    assert nothing_compared(everything) == "Nothing could be compared: every training run failed (ValueError: bad)."
+    assert nothing_compared(base[:2] + [base[2] | {"status": "ok"}] + change) is None

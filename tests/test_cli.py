@@ -177,3 +177,13 @@ def test_the_time_split_says_when_every_cell_was_reused():
                            "slots": 2.0}, 60.0)
     assert "training 90.0 s inside 2 training process(es) (slowest slot 46.0 s, wall 50.0 s)" in trained
     assert trained.endswith("orchestration overhead 11.5 s")
+
+
+def test_a_run_where_nothing_could_be_compared_exits_3_and_its_first_screen_says_why(prefect_server, tmp_path):
+    # Every cell passes a 0.01 s time limit, so none is scored: a run with no verdict to give.
+    result = ablate("run", "--dataset", "digits", "--limit", "40", "--axes", "dropout", "--epochs", "1", "--seeds",
+                    "1", "--cell-timeout", "0.01", "--out", str(tmp_path), api_url=prefect_server)
+    assert_one_line_error(result, 3, "Nothing could be compared: every training run failed (timed out after")
+    (page,) = tmp_path.glob("*/index.html")
+    headline = re.search(r"<p class=headline>(.*?)</p>", page.read_text()).group(1)
+    assert headline.startswith("Nothing could be compared: every training run failed (timed out after 0.01 s")

@@ -58,12 +58,17 @@ def test_a_run_on_a_folder_of_photos_trains_every_cell_and_shows_a_class_named_l
     assert XSS_CLASS not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     summary = json.loads((run.run_dirs[0] / "summary.json").read_text())
     assert summary["status"] == "done" and summary["dataset"] == "photos"
+    first_screen = html[:html.index("<h2>")]  # photos of 500x375 train at the working resolution, and it says so
+    assert ("trained at 128x96 (the working resolution: longest side capped at 128) from originals of 500x375 "
+            "(most common of 4 sizes; 375x500 to 640x480)") in first_screen
 
 
 def test_validate_on_the_photos_runs_the_gate_alone(user_runs):
     run = ran(user_runs, "validate")
     gate = json.loads((run.run_dirs[0] / "gate.json").read_text())
     assert gate["status"] in ("pass", "warn") and gate["images"] == 72
+    flagged = {check["name"] for check in gate["checks"] if not check["success"]}
+    assert not flagged & {"odd_sizes", "odd_aspect_ratios"}  # mixed photo sizes and orientations are normal
     assert not (run.run_dirs[0] / "results.csv").exists()
 
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.data import images
-from tasks.data.datasets import load_cache, load_dataset, resolve_source, save_cache
+from tasks.data import decode
+from tasks.data.datasets import load_dataset, resolve_source
+from tasks.data.store import load_cache, save_cache
 from tasks.data.images import OUTSIDE_LINK, SCANNED_LINK
 from tasks.data.sampling import holdout_mask, stratified_subset
 from tasks.errors import DatasetError
@@ -185,14 +186,16 @@ def test_one_hot_rows_that_name_no_single_class_become_label_minus_one(tmp_path)
 def test_a_decoded_folder_is_cached_by_file_fingerprint_and_invalidated_when_a_file_changes(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "d")
     first = load_dataset(str(root), cache=tmp_path / "cache")
+    limited = load_dataset(str(root), cache=tmp_path / "cache", limit=5)  # --limit chooses before decoding
+    assert limited.fingerprint != first.fingerprint and len(limited.y_train) == 5
 
     def no_decoding(*args):
         raise AssertionError("decoded again although no file changed")
 
-    monkeypatch.setattr(images, "_decode", no_decoding)
-    again = load_dataset(str(root), cache=tmp_path / "cache", limit=5)  # --limit applies after the cache
-    assert again.fingerprint != first.fingerprint and len(again.y_train) == 5
-    assert load_dataset(str(root), cache=tmp_path / "cache").fingerprint == first.fingerprint
+    monkeypatch.setattr(decode, "decode_into", no_decoding)
+    again = load_dataset(str(root), cache=tmp_path / "cache")
+    assert again.fingerprint == first.fingerprint and isinstance(again.x_train, np.memmap)
+    assert load_dataset(str(root), cache=tmp_path / "cache", limit=5).fingerprint == limited.fingerprint
     monkeypatch.undo()
     changed = root / "train" / "class_0" / "img_0.png"
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(changed)
@@ -235,3 +238,18 @@ def test_16_bit_images_are_scaled_to_8_bit_not_clipped(tmp_path):
     data = load_dataset(str(root))
     index = list(data.ids_train).index("train/class_0/deep.png")
     assert data.x_train[index].max() == 128
+
+
+def test_decoding_on_a_pool_of_processes_gives_what_decoding_here_gives(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "d", mode="RGB")
+    truncated = root / "train" / "class_1" / "truncated.png"  # the header reads, the pixels do not
+    truncated.write_bytes((root / "train" / "class_1" / "img_0.png").read_bytes()[:60])
+    here = load_dataset(str(root))
+    monkeypatch.setattr(decode, "IN_PROCESS_BELOW", 0)  # every folder counts as big: worker processes decode
+    monkeypatch.setattr(decode, "workers", lambda: 2)
+    stages = []
+    pooled = load_dataset(str(root), cache=tmp_path / "cache", progress=lambda *a: stages.append(a))
+    assert isinstance(pooled.x_train, np.memmap) and np.array_equal(pooled.x_train, here.x_train)
+    assert np.array_equal(pooled.x_test, here.x_test) and pooled.skipped.tolist() == here.skipped.tolist()
+    assert pooled.skipped[:, 2].tolist() == ["train/class_1/truncated.png"]
+    assert stages[0] == ("reading headers", 0, 37) and stages[-1] == ("decoding", 37, 37)

@@ -109,7 +109,8 @@ def test_a_crashed_cell_is_retried_once_and_a_timed_out_one_is_not(prefect_serve
     from prefect import flow
 
     from flows.steps import train_cell_step
-    from tasks.data.datasets import load_dataset, save_cache
+    from tasks.data.datasets import load_dataset
+    from tasks.data.store import save_cache
     from tasks.training.devices import SlotSpec
     from tasks.training.slots import SlotPool
 

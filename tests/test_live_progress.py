@@ -6,7 +6,7 @@ import logging
 import re
 import time
 
-from flows.live_progress import GridProgress, LiveDisplay, status
+from flows.live_progress import GridProgress, LiveDisplay, LoadProgress, status
 
 
 class Terminal(io.StringIO):
@@ -52,7 +52,7 @@ def test_the_display_shows_the_counts_and_log_lines_print_above_it_never_over_it
     logger.propagate = False
     prefect_console = prefect.console
     try:
-        with LiveDisplay(grid, terminal):
+        with LiveDisplay((grid,), terminal):
             logger.warning("before the grid")  # no grid yet: nothing is drawn
             grid.start(total=3, cached=1, slots=2)
             time.sleep(0.8)
@@ -76,8 +76,25 @@ def test_the_display_shows_the_counts_and_log_lines_print_above_it_never_over_it
 
 def test_nothing_is_drawn_without_a_terminal():
     grid, pipe = GridProgress(), io.StringIO()
-    with LiveDisplay(grid, pipe):
+    with LiveDisplay((grid,), pipe):
         grid.start(total=3, cached=0, slots=1)
         time.sleep(0.6)
         grid.stop()
     assert pipe.getvalue() == "" and grid.listeners == []
+
+
+def test_a_folder_being_decoded_shows_its_progress_then_the_grid_takes_over():
+    loading, grid, terminal = LoadProgress(), GridProgress(), Terminal()
+    with LiveDisplay((loading, grid), terminal):
+        loading.update("decoding", 0, 1000)
+        time.sleep(0.6)
+        loading.update("decoding", 500, 1000)
+        time.sleep(0.8)
+        loading.stop()
+        grid.start(total=2, cached=0, slots=1)
+        time.sleep(0.8)
+        grid.stop()
+    out = terminal.getvalue()
+    assert re.search(r"decoding 500/1,000 images \| [\d,]+ images/s \| ~\d+ s left", out)
+    assert re.search(r"\[0/2\] 1 running", out) and out.index("decoding 500") < out.index("[0/2]")
+    assert [line for line in screen(out) if line] == []  # both erased when done

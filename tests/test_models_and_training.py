@@ -5,10 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data.datasets import load_cache, load_dataset, save_cache
+from tasks.data.datasets import load_dataset
+from tasks.data.store import load_cache, save_cache
 from tasks.training.grid import BASELINE, expand_grid
 from tasks.training.models import build_model
-from tasks.training.train import normalize, train_cell
+from tasks.training.feed import normalize
+from tasks.training.train import train_cell
 
 
 def layer_types(model):
@@ -205,3 +207,43 @@ def test_the_users_model_gets_the_options_its_variants_change_and_the_layers_in_
     assert [layer.rate for layer in inner.layers if type(layer).__name__ == "Dropout"] == [0.5]
     with pytest.raises(NotApplicable, match="takes no conv_filters"):
         build_model((16, 16, 3), 4, replace(baseline, conv_filters=(16,)))
+
+
+def test_batches_read_every_row_once_per_epoch_normalised_in_a_seeded_order(tmp_path):
+    from tasks.training.feed import Batches
+
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=(10, 2, 2, 1))
+    x[:] = np.arange(10, dtype=np.uint8)[:, None, None, None] * 20
+    rows = np.array([0, 2, 3, 5, 7, 9])  # rows 1, 4, 6, 8 are not in this split (or carry no valid label)
+
+    def epoch(feed):
+        batches = [feed[i] for i in range(len(feed))]
+        assert all(np.allclose(xb[:, 0, 0, 0], yb * 20 / 255) for xb, yb in batches)  # normalised per batch
+        return np.concatenate([yb for _, yb in batches]).tolist()
+
+    feed = Batches(np.load(tmp_path / "x.npy", mmap_mode="r"), np.arange(10), rows, 4, np.zeros(1, np.float32),
+                   np.full(1, 255.0, np.float32), seed=1)
+    first = epoch(feed)
+    assert len(feed) == 2 and sorted(first) == rows.tolist()
+    feed.on_epoch_end()
+    second = epoch(feed)
+    assert sorted(second) == rows.tolist() and second != first  # a new order every epoch
+    same_seed = Batches(x, np.arange(10), rows, 4, np.zeros(1, np.float32), np.full(1, 255.0, np.float32), seed=1)
+    assert epoch(same_seed) == first
+
+
+def test_a_dataset_too_big_to_copy_trains_from_the_memmap_batch_by_batch(tiny_dataset, monkeypatch, tmp_path):
+    import keras
+
+    from tasks.training import feed
+
+    monkeypatch.setattr(feed, "IN_MEMORY_BYTES", 0)  # every dataset counts as large: the streaming path
+    cell = expand_grid(["normalization"], seeds=1, epochs=2)[0]
+    cell_dict = cell.to_dict() | {"normalization": "standardize"}
+    record = train_cell(cell_dict, tiny_dataset, model_path=str(tmp_path / "best.keras"))
+    assert record["status"] == "ok" and record["epochs"] == 2
+    data = load_cache(tiny_dataset)
+    predicted = keras.models.load_model(tmp_path / "best.keras").predict(
+        normalize(data.x_train, data.x_test, "standardize")[1], verbose=0).argmax(axis=1)
+    assert np.isclose((predicted == data.y_test).mean(), record["best_val_accuracy"], atol=1e-6)
+    assert record["val_predictions"] == predicted.tolist()

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from tasks.data.datasets import load_dataset, save_cache
+from tasks.data.datasets import load_dataset
+from tasks.data.store import save_cache
 from tasks.training.devices import BackendError, SlotSpec, check_backend, detect_gpus, plan_slots
 from tasks.training.grid import expand_grid
 from tasks.training.slots import CellTimedOut, SlotPool, WorkerCrashed
@@ -34,28 +35,31 @@ def test_cuda_visible_devices_decides_the_gpus(monkeypatch):
     assert detect_gpus() == []
 
 
-def test_a_killed_training_process_costs_one_cell_and_is_replaced(tmp_path):
+def test_a_killed_training_process_costs_one_cell_is_replaced_and_the_pool_can_shrink_for_the_retry(tmp_path):
     dataset = str(save_cache(load_dataset("digits", limit=40), tmp_path / "cache"))
     short, long = (expand_grid(["dropout"], seeds=1, epochs=e)[0].to_dict() for e in (1, 10_000))
     long["patience"] = 10_000
     outcome = {}
-    with SlotPool([SlotSpec(0, "cpu", 1)], tmp_path / "logs") as pool:
+    with SlotPool([SlotSpec(0, "cpu", 1), SlotSpec(1, "cpu", 1)], tmp_path / "logs") as pool:
         first_pid = pool.pids()[0]
 
         def run_long():
             try:
-                pool.run({"cell": long, "dataset_path": dataset})
+                pool.run({"cell": long, "dataset_path": dataset})  # the first free slot: slot 0
             except WorkerCrashed as exc:
-                outcome["error"] = str(exc)
+                outcome["error"] = exc
 
         thread = threading.Thread(target=run_long)
         thread.start()
-        time.sleep(12)  # the process imports Keras (~6 s) and starts the endless training
+        time.sleep(14)  # the processes import Keras (~6 s each, side by side) and the endless training starts
         os.kill(first_pid, signal.SIGKILL)
         thread.join(30)
-        assert "killed" in outcome["error"]
+        assert "killed" in str(outcome["error"]) and outcome["error"].killed
+        assert pool.size == 2 and pool.shrink() == 1 and pool.size == 1  # what a killed cell's retry does
+        assert len(pool.pids()) == 1  # the other process stopped: its memory is free for the retry
         record, slot = pool.run({"cell": short, "dataset_path": dataset})
-        assert record["status"] == "ok" and slot.index == 0 and pool.pids()[0] != first_pid
+        assert record["status"] == "ok" and pool.pids()[slot.index] != first_pid
+        assert pool.shrink() == 1  # never below one
     assert (tmp_path / "logs" / "slot-0.log").exists()
 
 
@@ -111,3 +115,10 @@ def test_a_log_follower_hands_on_each_whole_line_of_every_log_file_once(tmp_path
     follower.read_new()
     follower.read_new()
     assert seen == [("slot-0", "first"), ("slot-0", "half a line"), ("slot-1", "from a process started later")]
+
+
+def test_processes_sets_the_number_in_all_on_the_cpu_or_spread_over_the_gpus():
+    assert [s.device for s in plan_slots(cells=27, cpus=2, gpus=[], processes=8)] == ["cpu"] * 8
+    assert plan_slots(cells=27, cpus=2, gpus=[], processes=8)[0].threads == 1
+    on_gpus = plan_slots(cells=27, cpus=16, gpus=["0", "1"], processes=3)
+    assert [s.device for s in on_gpus] == ["gpu:0", "gpu:1", "gpu:0"]

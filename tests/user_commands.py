@@ -131,11 +131,11 @@ def make_datasets(folder: Path) -> dict[str, Path]:
 
 
 def write_photos(root: Path, per_class: int = 16, seed: int = 0) -> Path:
-    """JPEG and PNG photos of three classes in the sizes and orientations a camera folder has (landscape,
-    portrait, square), each class told apart by its colour and a shape, with noise; a class folder named like
-    markup among them."""
+    """JPEG and PNG photos of three classes in the sizes and orientations a camera folder has (mostly 500x375
+    landscape, portrait, square, 640x480), each class told apart by its colour and a shape, with noise; a class
+    folder named like markup among them. They train at the working resolution, 128x96."""
     rng = np.random.default_rng(seed)
-    sizes = [(48, 64), (64, 48), (48, 64), (56, 56), (48, 64), (60, 80)]
+    sizes = [(375, 500), (500, 375), (375, 500), (480, 480), (375, 500), (480, 640)]  # height, width
     for split, count in (("train", per_class), ("test", per_class // 2)):
         for label, name in enumerate(("cats", "dogs", XSS_CLASS)):
             target = root / split / name

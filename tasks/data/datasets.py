@@ -1,63 +1,32 @@
-"""Load a dataset (built-in digits, a folder of class subfolders, or an .npz) into one in-memory form.
+"""Load a dataset (built-in digits, a folder of class subfolders, or an .npz) into one form, `store.Dataset`.
 
 Every source ends as the same `Dataset`: uint8 or float pixel arrays of one size and channel count, integer
 labels, class names, one identifier per image (its path, or its index in the source array) and the shape each
 image had before it was brought to the common size. The `fingerprint` is a hash of the decoded content, so it
-changes exactly when the data a model would see changes.
+changes exactly when the data a model would see changes. Image folders are decoded by `folder`, straight into
+the shared cache; digits and .npz files are small enough to load in memory first.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import zipfile
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tasks.data.images import read_folder_split, resize_images, scan_folder
+from tasks.data.decode import Progress
+from tasks.data.folder import load_folder
+from tasks.data.images import resize_images, scan_folder
+from tasks.data.resolution import working_size
 from tasks.data.sampling import holdout_mask, stratified_subset
+from tasks.data.store import Dataset
 from tasks.errors import DatasetError
-from tasks.files import write_atomic
 
 DIGITS_SIZE = (32, 32)  # digits are 8x8; 32x32 leaves room for two 2x2 poolings in the deepest variant
 HELD_OUT_NAMES = ("test", "val", "validation")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-FOLDER_CACHE_VERSION = 3  # bump when decoding changes, so no cached decode from older code is reused
 SPLIT_SEED = 0  # held-out split and --limit sampling are deterministic, so a dataset's fingerprint is stable
-
-
-@dataclass
-class Dataset:
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    class_names: list[str]
-    ids_train: np.ndarray  # str: path relative to the dataset root, or "x_train[17]"
-    ids_test: np.ndarray
-    shapes_train: np.ndarray  # (n, 3) int: height, width, channels before resizing
-    shapes_test: np.ndarray
-    # Files found but not decoded, one row each: split, label, path, reason. The gate lists them as findings;
-    # training uses the rest.
-    skipped: np.ndarray = field(default_factory=lambda: np.empty((0, 4), dtype=str))
-
-    @property
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for array in (self.x_train, self.y_train, self.x_test, self.y_test, self.skipped):
-            digest.update(f"{array.dtype}{array.shape}".encode())
-            digest.update(np.ascontiguousarray(array).data)
-        digest.update("\0".join(self.class_names).encode())
-        return digest.hexdigest()[:16]
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(pixels, labels, ids, original shapes) of the "train" or "test" split."""
-        return tuple(getattr(self, f"{field}_{name}") for field in ("x", "y", "ids", "shapes"))
 
 
 def load_dataset(
@@ -66,10 +35,13 @@ def load_dataset(
     val_fraction: float = 0.2,
     limit: int | None = None,
     cache: Path | None = None,
+    progress: Progress | None = None,
 ) -> Dataset:
     """Load ``spec`` ("digits", a folder or an .npz file), bring it to one image size and cap it at ``limit``.
 
-    With ``cache`` (a folder), a decoded image folder is kept there and reused while no file changes.
+    Without ``image_size``, images are brought to the working resolution (`resolution.working_size`). With
+    ``cache`` (a folder), a decoded image folder is kept there, memory-mapped, and reused while no file changes;
+    ``progress`` hears how the reading and decoding of a folder advance.
     """
     if not 0 < val_fraction < 1:
         raise DatasetError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
@@ -81,7 +53,7 @@ def load_dataset(
     elif kind == "npz":
         data = _load_npz(path, image_size)
     else:
-        data = _load_folder(path, image_size, val_fraction, cache)
+        data = _load_folder(path, image_size, val_fraction, limit, cache, progress)
     return _limit(data, limit) if limit else data
 
 
@@ -102,28 +74,6 @@ def resolve_source(spec: str) -> tuple[str, Path | None]:
             f"no class folders in {spec}: expected {spec}/train/<class>/*.png (and optionally test/<class>/*)"
         )
     return "folder", path
-
-
-def save_cache(data: Dataset, directory: Path) -> Path:
-    """Write ``data`` to ``directory/<fingerprint>.npz`` (once) so other processes can load it by path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{data.fingerprint}.npz"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        arrays = {f"{field}_{split}": np.asarray(getattr(data, f"{field}_{split}"))
-                  for field in ("x", "y", "ids", "shapes") for split in ("train", "test")}
-        np.savez(tmp, name=np.array(data.name), class_names=np.array(data.class_names, dtype=str),
-                 skipped=data.skipped.astype(str).reshape(-1, 4), **arrays)
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
-    return path
-
-
-def load_cache(path: str | Path) -> Dataset:
-    with np.load(path, allow_pickle=False) as npz:
-        fields = {key: npz[key] for key in npz.files}
-    return Dataset(
-        name=str(fields.pop("name")), class_names=[str(c) for c in fields.pop("class_names")], **fields
-    )
 
 
 def _load_digits(size: tuple[int, int], val_fraction: float) -> Dataset:
@@ -164,7 +114,7 @@ def _load_npz(path: Path, image_size: tuple[int, int] | None) -> Dataset:
     xs = {split: _as_images(arrays[f"x_{split}"], f"x_{split}") for split in ("train", "test")}
     ys = {split: _as_labels(arrays[f"y_{split}"], len(xs[split]), f"y_{split}") for split in ("train", "test")}
     shapes = {split: np.tile(x.shape[1:], (len(x), 1)) for split, x in xs.items()}
-    size = image_size or Counter(tuple(x.shape[1:3]) for x in xs.values()).most_common(1)[0][0]
+    size = working_size(Counter({tuple(x.shape[1:3]): len(x) for x in xs.values()}).elements(), image_size)
     channels = max(x.shape[3] for x in xs.values())
     xs = {split: _to_channels(resize_images(x, size), channels) for split, x in xs.items()}
     widths = {arrays[f"y_{split}"].shape[1] for split in ys if _is_one_hot(arrays[f"y_{split}"])}
@@ -248,8 +198,8 @@ def _iter_class_dirs(root: Path):
         yield from (d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith("."))
 
 
-def _load_folder(root: Path, image_size: tuple[int, int] | None, val_fraction: float,
-                 cache: Path | None) -> Dataset:
+def _load_folder(root: Path, image_size: tuple[int, int] | None, val_fraction: float, limit: int | None,
+                 cache: Path | None, progress: Progress | None) -> Dataset:
     train_root = _split_folder(root, ("train",)) or root
     test_root = _split_folder(root, HELD_OUT_NAMES) if train_root != root else None
     roots = {"train": train_root} | ({"test": test_root} if test_root else {})
@@ -258,52 +208,15 @@ def _load_folder(root: Path, image_size: tuple[int, int] | None, val_fraction: f
     for split, split_root in roots.items():
         if not any(f.split == split for f in files):
             raise DatasetError(f"no images in {split_root} (expected {split_root}/<class>/*.png or .jpg)")
-    key = _listing_key(files, outside, class_names, image_size, val_fraction)
-    cached = _cached_folder(cache, key)
-    if cached is not None:
-        return cached
-    splits, failed = read_folder_split(root, files, list(roots), image_size)
-    if test_root is None:
-        x, y, ids, shapes = splits.pop("train")
-        test = holdout_mask(y, val_fraction, SPLIT_SEED)
-        splits = {"train": (x[~test], y[~test], ids[~test], shapes[~test]),
-                  "test": (x[test], y[test], ids[test], shapes[test])}
-    (xtr, ytr, idtr, shtr), (xte, yte, idte, shte) = splits["train"], splits["test"]
-    skipped = np.array([(s, str(label), path, reason) for s, label, path, reason in outside + failed],
-                       dtype=str).reshape(-1, 4)
-    data = Dataset(root.resolve().name, xtr, ytr, xte, yte, class_names, idtr, idte, shtr, shte, skipped)
-    if cache is not None:
-        path = save_cache(data, cache / "datasets")
-        (cache / "folders").mkdir(parents=True, exist_ok=True)
-        write_atomic(cache / "folders" / f"{key}.json", json.dumps({"dataset": path.name}))
-    return data
-
-
-def _listing_key(files: list, outside: list, class_names: list[str], image_size, val_fraction: float) -> str:
-    """A hash of every file's path, size and modification time, and of the options that shape the decode.
-
-    It changes whenever a file is added, removed, replaced or touched, so a cached decode is never stale.
-    """
-    digest = hashlib.sha256(f"{FOLDER_CACHE_VERSION}|{image_size}|{val_fraction}|{class_names}".encode())
-    for f in files:
-        digest.update(f"{f.split}|{f.label}|{f.path}|{f.size}|{f.mtime_ns}\n".encode())
-    digest.update(repr(outside).encode())
-    return digest.hexdigest()[:24]
-
-
-def _cached_folder(cache: Path | None, key: str) -> Dataset | None:
-    """The dataset decoded earlier from exactly these files, if its cache entry is intact."""
-    if cache is None:
-        return None
-    try:
-        entry = json.loads((cache / "folders" / f"{key}.json").read_text())
-        return load_cache(cache / "datasets" / entry["dataset"])
-    except (OSError, ValueError, KeyError):  # no entry yet, or a damaged one: decode again
-        return None
+    return load_folder(root, files, outside, roots, class_names, image_size, val_fraction, limit, SPLIT_SEED,
+                       cache, progress)
 
 
 def _limit(data: Dataset, limit: int) -> Dataset:
-    """Keep at most ``limit`` images per split, the same share of each class as before."""
+    """Keep at most ``limit`` images per split, the same share of each class as before. (A folder applies its
+    limit before decoding: it comes back here within it, unchanged.)"""
+    if len(data.y_train) <= limit and len(data.y_test) <= limit:
+        return data
     kept = {}
     for split in ("train", "test"):
         x, y, ids, shapes = data.split(split)

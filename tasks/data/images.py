@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,11 +64,11 @@ def scan_folder(root: Path, roots: dict[str, Path], class_names: list[str]) -> t
             if not folder.is_dir():
                 continue
             if not _within(str(folder), inside):
-                skipped.append((split, label, _relative(root, str(folder)), OUTSIDE_LINK))
+                skipped.append((split, label, relative(root, str(folder)), OUTSIDE_LINK))
                 continue
             for entry, problem in _walk(str(folder), inside, covered):
                 if problem:
-                    skipped.append((split, label, _relative(root, entry.path), problem))
+                    skipped.append((split, label, relative(root, entry.path), problem))
                 else:
                     stat = entry.stat()
                     found.append(ImageFile(split, label, entry.path, stat.st_size, stat.st_mtime_ns))
@@ -109,41 +108,6 @@ def _overlaps(real: str, covered: list[str]) -> bool:
     return any(real == c or real.startswith(c + os.sep) or c.startswith(real + os.sep) for c in covered)
 
 
-def read_folder_split(root: Path, files: list[ImageFile], splits: list[str],
-                      image_size: tuple[int, int] | None) -> tuple[dict[str, tuple], list[tuple]]:
-    """Decode ``files`` into (pixels, labels, ids, original shapes) per split, plus the files that failed.
-
-    Two passes: the headers first (cheap) to choose the common size and colour mode, then the pixels straight
-    into one preallocated uint8 array, so memory is that array and never a list of decoded images.
-    """
-    headers = [_header(f.path) if f.size else "empty file (0 bytes)" for f in files]
-    failed = [(f.split, f.label, _relative(root, f.path), h) for f, h in zip(files, headers) if isinstance(h, str)]
-    ok = [i for i, h in enumerate(headers) if not isinstance(h, str)]
-    if not ok:
-        raise DatasetError(f"no readable images in {root} ({len(failed)} unreadable)")
-    size = image_size or Counter(headers[i][:2] for i in ok).most_common(1)[0][0]
-    mode = "L" if all(headers[i][3] in GRAY_MODES for i in ok) else "RGB"
-    pixels = allocate((len(ok), *size, 1 if mode == "L" else 3), np.uint8)
-    decoded = np.zeros(len(ok), dtype=bool)
-    for row, i in enumerate(ok):
-        error = _decode(files[i].path, mode, size, pixels[row])
-        if error:
-            failed.append((files[i].split, files[i].label, _relative(root, files[i].path), error))
-        decoded[row] = not error
-    keep = [i for row, i in enumerate(ok) if decoded[row]]
-    pixels = pixels[decoded] if not decoded.all() else pixels
-    split_of = np.array([files[i].split for i in keep])
-    labels = np.array([files[i].label for i in keep], dtype=np.int64)
-    ids = np.array([_relative(root, files[i].path) for i in keep])
-    shapes = np.array([headers[i][:3] for i in keep], dtype=np.int64).reshape(-1, 3)
-    result = {s: (pixels[split_of == s], labels[split_of == s], ids[split_of == s], shapes[split_of == s])
-              for s in splits}
-    for split, (x, *_rest) in result.items():  # each split must keep at least one image to train or score
-        if not len(x):
-            raise DatasetError(f"no readable images in the {split} split of {root} ({len(failed)} unreadable)")
-    return result, failed
-
-
 def allocate(shape: tuple[int, ...], dtype) -> np.ndarray:
     """An empty array for a whole split, or a clear error saying how much memory it would need."""
     try:
@@ -159,7 +123,7 @@ def _within(path: str, inside: Path) -> bool:
     return real == str(inside) or real.startswith(str(inside) + os.sep)
 
 
-def _relative(root: Path, path: str) -> str:
+def relative(root: Path, path: str) -> str:
     """``path`` relative to the dataset root, with forward slashes (paths are built by joining onto root)."""
     return Path(os.path.relpath(path, root)).as_posix()
 
@@ -172,7 +136,7 @@ def _reason(exc: Exception, path: str | None = None) -> str:
     return text[:200]
 
 
-def _header(path: str) -> tuple[int, int, int, str] | str:
+def header(path: str) -> tuple[int, int, int, str] | str:
     """(height, width, channels, mode), or the reason the file is not a readable image."""
     try:
         with Image.open(path) as image:
@@ -198,12 +162,15 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray((pixels >> 8 if pixels.max() > 255 else pixels).clip(0, 255).astype(np.uint8))
 
 
-def _decode(path: str, mode: str, size: tuple[int, int], out: np.ndarray) -> str | None:
-    """Decode ``path`` into ``out`` (height, width, channels); the reason on failure, None on success."""
+def decode_into(path: str, mode: str, size: tuple[int, int], out: np.ndarray) -> str | None:
+    """Decode ``path`` into ``out`` (height, width, channels); the reason on failure, None on success.
+
+    A JPEG larger than ``size`` is decoded at 1/2, 1/4 or 1/8 scale (Pillow's draft mode: the scaled DCT does
+    that much less work), then resized the rest of the way with an antialiasing filter."""
     try:
         with Image.open(path) as image:
             if image.format == "JPEG":
-                image.draft(mode, (size[1], size[0]))  # decode big JPEGs at a reduced scale: far less work
+                image.draft(mode, (size[1], size[0]))  # never below the size asked for
             image = _eight_bit(image).convert(mode)
             if image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.data.datasets import load_cache
+from tasks.data.store import load_cache
 from tasks.gate.pixel_stats import STATS_VERSION, pixel_stats
 
 

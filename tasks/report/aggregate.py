@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +120,22 @@ class Verdict:
     unclear: list[dict]
     notes: list[str]
     control: dict | None = None  # the A/A control's row (--aa), kept out of the changes
+
+
+def nothing_compared(records: list[dict]) -> str | None:
+    """Why no change could be compared with the baseline, in one sentence (the first screen's headline and the
+    CLI's last line); None when the baseline has a scored run."""
+    base = [r for r in records if r["axis"] == BASELINE_AXIS]
+    if not records or any(r["status"] in SCORED for r in base):
+        return None
+    everything = not any(r["status"] in SCORED for r in records)
+    reason = Counter(r.get("error") or r["status"] for r in (records if everything else base)).most_common(1)[0][0]
+    who = "every training run failed" if everything else "the baseline failed on every seed"
+    advice = ""
+    if "out of memory" in reason.lower() or "SIGKILL" in reason:
+        advice = ("; it ran out of memory: try a smaller --image-size (64, say) or fewer training processes "
+                  "(--processes 1)")
+    return f"Nothing could be compared: {who} ({reason.rstrip('.')}){advice}."
 
 
 def verdict(summary: pd.DataFrame) -> Verdict:

@@ -35,10 +35,11 @@ def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | No
     drawer = ImageDrawer(data) if data is not None else None  # one value range for every thumbnail
     trained = summary is not None and results is not None
     compare = trained and verdict is not None and predictions and data is not None
+    resolution = (run.get("data") or {}).get("resolution")  # "trained at 128x96 from originals of ...": first screen
     return render(
         "report.html", run={"dataset": run["dataset"], "run_id": run["run_id"], "started": run.get("started", "")},
-        verdict=verdict_view(gate, verdict, summary) if verdict is not None else None,
-        stopped=stopped_view(run, gate) if verdict is None else None,
+        verdict=verdict_view(gate, verdict, summary) | {"resolution": resolution} if verdict is not None else None,
+        stopped=stopped_view(run, gate) | {"resolution": resolution} if verdict is None else None,
         facts=[(name, str(value)) for name, value in (run.get("data") or {}).items()],
         gate=gate_view(gate, drawer, run.get("data_docs_link")) if gate is not None else None,
         axes=[axis_view(axis, summary, curves or {}, diagnoses or {}) for axis in axes_in(summary)] if trained else [],

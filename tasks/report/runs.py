@@ -105,7 +105,8 @@ def run_record(run_dir: Path, data: dict, parameters: dict) -> dict:
         "timings": {"loading": data["seconds"]},
         "data": {
             "source": data["source"], "fingerprint": data["fingerprint"], "training images": data["train_images"],
-            "test images": data["test_images"], "image shape": data["image_shape"], "pixel dtype": data["dtype"],
+            "test images": data["test_images"], "image shape": data["image_shape"],
+            "resolution": data.get("resolution", ""), "pixel dtype": data["dtype"],
             "classes": f"{len(classes)}: " + ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else ""),
         } | ({"files not read": data["files_not_read"]} if data.get("files_not_read") else {}),
     }

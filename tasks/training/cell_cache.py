@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tasks.files import write_atomic
 
-_TRAINING_MODULES = ("train.py", "models.py", "grid.py")
+_TRAINING_MODULES = ("train.py", "feed.py", "models.py", "grid.py")
 
 
 def _code_version() -> str:

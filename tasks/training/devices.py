@@ -43,14 +43,22 @@ class SlotSpec:
 
 
 def plan_slots(cells: int, cpus: int, gpus: list[str], per_gpu: int = DEFAULT_PER_GPU,
-               gpu_memory_mib: dict[str, int] | None = None, backend: str = "tensorflow") -> list[SlotSpec]:
+               gpu_memory_mib: dict[str, int] | None = None, backend: str = "tensorflow",
+               processes: int | None = None) -> list[SlotSpec]:
     """Several slots per GPU where there are GPUs, else one per CPU core; never more slots than cells.
 
     A GPU gets ``per_gpu`` slots, fewer when its memory (``gpu_memory_mib``) holds fewer processes of
-    MIB_PER_SLOT each: 8 on an 80 GB card, 4 on an 8 GB one.
+    MIB_PER_SLOT each: 8 on an 80 GB card, 4 on an 8 GB one. ``processes`` sets the number in all instead,
+    spread over the GPUs in turn (or all on the CPU).
     """
     memory = gpu_memory_mib or {}
-    devices = [f"gpu:{g}" for g in gpus for _ in range(_fitting(per_gpu, memory.get(g)))] if gpus else ["cpu"] * cpus
+    if processes:
+        places = [f"gpu:{g}" for g in gpus] or ["cpu"]
+        devices = [places[i % len(places)] for i in range(processes)]
+    elif gpus:
+        devices = [f"gpu:{g}" for g in gpus for _ in range(_fitting(per_gpu, memory.get(g)))]
+    else:
+        devices = ["cpu"] * cpus
     devices = devices[:max(1, cells)]
     threads = max(1, cpus // len(devices))
     return [SlotSpec(i, device, threads, backend) for i, device in enumerate(devices)]

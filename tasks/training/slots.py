@@ -26,9 +26,14 @@ READY = "ready"  # a training process's first message: its imports are done, tim
 class WorkerCrashed(RuntimeError):
     """The training process died while working on a cell; ``log_tail`` holds the last lines of its log."""
 
-    def __init__(self, message: str, log_tail: str = ""):
+    def __init__(self, message: str, log_tail: str = "", exitcode: int | None = None):
         super().__init__(message)
-        self.log_tail = log_tail
+        self.log_tail, self.exitcode = log_tail, exitcode
+
+    @property
+    def killed(self) -> bool:
+        """SIGKILL: on Linux most often the kernel's out-of-memory killer."""
+        return self.exitcode == -9
 
 
 class CellTimedOut(WorkerCrashed):
@@ -57,6 +62,7 @@ class SlotPool:
         self._closed = False
         _OPEN_POOLS.add(self)
         self._ready: set[int] = set()
+        self._active, self._to_retire = len(slots), 0
         for slot in slots:
             self._start(slot)  # start all now: their imports overlap with each other and the first cells
             self._free.put(slot)
@@ -104,9 +110,47 @@ class SlotPool:
                     raise PoolClosed() from None
                 tail = self._tail(slot)
                 self._start(slot)
-                raise WorkerCrashed(_death_reason(process.exitcode), tail) from None
+                raise WorkerCrashed(_death_reason(process.exitcode), tail, process.exitcode) from None
         finally:
+            self._release(slot)
+
+    @property
+    def size(self) -> int:
+        """Slots in use: the processes training at once."""
+        with self._lock:
+            return self._active
+
+    def shrink(self) -> int:
+        """Halve the number of processes training at once (at least one stays), for the rest of the run: the
+        answer to a process killed for lack of memory, so that its retry does not meet the same conditions.
+        Free slots stop now, busy ones when their cell ends. Returns the new number."""
+        with self._lock:
+            target = max(1, self._active // 2)
+            self._to_retire += self._active - target
+            self._active = target
+        while True:
+            try:
+                slot = self._free.get_nowait()
+            except queue.Empty:
+                break
+            if not self._release(slot):  # nothing left to retire: it went back
+                break
+        return target
+
+    def _release(self, slot: SlotSpec) -> bool:
+        """Put a slot back in the free queue, or stop its process if the pool is shrinking; True if stopped."""
+        worker = None
+        with self._lock:
+            retire = self._to_retire > 0
+            if retire:
+                self._to_retire -= 1
+                worker = self._workers.pop(slot.index, None)
+        if not retire:
             self._free.put(slot)
+            return False
+        if worker is not None:
+            _stop([worker], wait=10.0)
+        return True
 
     @staticmethod
     def _wait(process, conn, timeout: float | None = None) -> bool:
@@ -137,17 +181,7 @@ class SlotPool:
             self._closed = True
             workers = list(self._workers.values())
             self._workers.clear()
-        for process, conn in workers:
-            try:
-                conn.send(None)
-            except OSError:
-                pass
-        for process, conn in workers:
-            process.join(wait)
-            if process.is_alive():
-                process.kill()
-                process.join()
-            conn.close()
+        _stop(workers, wait)
 
     def __enter__(self) -> SlotPool:
         return self
@@ -167,6 +201,21 @@ class SlotPool:
             self._workers[slot.index] = (process, parent)
             self._ready.discard(slot.index)  # a new process announces itself once its imports are done
         return process, parent
+
+
+def _stop(workers: list[tuple], wait: float) -> None:
+    """Ask each (process, pipe) to finish, and kill any still running after ``wait`` seconds."""
+    for process, conn in workers:
+        try:
+            conn.send(None)
+        except OSError:
+            pass
+    for process, conn in workers:
+        process.join(wait)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        conn.close()
 
 
 def _death_reason(exitcode: int | None) -> str:

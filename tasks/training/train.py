@@ -35,23 +35,6 @@ def init_process(threads: int) -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
 
 
-def normalize(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels as float32: "raw" unchanged, "scale" divided by 255, "standardize" per-channel z-scores.
-
-    Standardisation uses the training split's statistics only, so nothing about the test split leaks in.
-    """
-    x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
-    if mode == "raw":
-        return x_train, x_test
-    if mode == "scale":
-        return x_train / 255.0, x_test / 255.0
-    if mode == "standardize":
-        mean = x_train.mean(axis=(0, 1, 2), keepdims=True)
-        std = x_train.std(axis=(0, 1, 2), keepdims=True) + 1e-7
-        return (x_train - mean) / std, (x_test - mean) / std
-    raise ValueError(f"unknown normalization {mode!r}")
-
-
 def train_cell(cell: dict, dataset_path: str, out_dir: str | None = None, model_path: str | None = None,
                tensorboard: bool = False, time_limit: float | None = None) -> dict:
     """Fit the cell's model on the cached dataset and return its record. Errors become a "failed" record.
@@ -132,17 +115,19 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
          time_limit: float | None = None) -> dict:
     import keras
 
+    from tasks.training.feed import fit_inputs, normalization
     from tasks.training.models import build_model
 
     config = config_of(cell)
     data = _dataset(dataset_path)
-    train_ok, test_ok = _labelled(data.y_train, data.class_names), _labelled(data.y_test, data.class_names)
-    x_train, x_test = normalize(data.x_train[train_ok], data.x_test[test_ok], config.normalization)
-    y_train, y_test = data.y_train[train_ok], data.y_test[test_ok]
+    _deterministic()
+    train_rows = np.flatnonzero(_labelled(data.y_train, data.class_names))
+    test_rows = np.flatnonzero(_labelled(data.y_test, data.class_names))
+    shift, scale = normalization(data.x_train, train_rows, config.normalization)
 
     keras.utils.set_random_seed(config.random_seed)  # same seed, same initial weights and data order across variants
-    model = build_model(x_train.shape[1:], len(data.class_names), config)
-    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    model = build_model(data.x_train.shape[1:], len(data.class_names), config)
+    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     best = _best_weights_callback()
@@ -154,14 +139,15 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
         callbacks.append(keras.callbacks.CSVLogger(str(Path(out_dir) / "history.csv")))
         if tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(out_dir) / "tensorboard")))
-    fit = model.fit(x_train, y_train, validation_data=(x_test, y_test), epochs=config.max_epochs,
-                    batch_size=config.batch_size, callbacks=callbacks, verbose=0)
+    fit_data, test_input = fit_inputs(data, train_rows, test_rows, config.batch_size, shift, scale,
+                                      config.random_seed)
+    fit = model.fit(**fit_data, epochs=config.max_epochs, callbacks=callbacks, verbose=0)
     predictions: list[int] = []
     if best.weights is not None:
         model.set_weights(best.weights)
         # The best epoch's class for every validation image: the report's confusion matrices and the images a
         # change fixed. A few kB per cell, far less than the model.
-        predictions = model.predict(x_test, batch_size=256, verbose=0).argmax(axis=1).tolist()
+        predictions = model.predict(test_input, batch_size=256, verbose=0).argmax(axis=1).tolist()
         if model_path:
             Path(model_path).parent.mkdir(parents=True, exist_ok=True)
             model.save(model_path)
@@ -219,12 +205,25 @@ def _time_limit_callback(seconds: float):
 
 
 def _dataset(path: str):
-    from tasks.data.datasets import load_cache
+    from tasks.data.store import load_cache
 
     if path not in _datasets:
         _datasets.clear()
         _datasets[path] = load_cache(path)
     return _datasets[path]
+
+
+def _deterministic() -> None:
+    """The same seed gives the same result, bit for bit, on the TensorFlow backend too: its multi-threaded CPU
+    kernels may otherwise sum in a different order from one run to the next (seen on CI: the same cell's loss
+    after one epoch differed in the third decimal), and a paired comparison of variants counts every such
+    difference as noise. Measured on 2 cores: no slower. JAX and PyTorch on CPU are deterministic already."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
 
 def _labelled(labels: np.ndarray, class_names: list[str]) -> np.ndarray:
