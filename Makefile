@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gate bench-grid clean
+.PHONY: run test bench bench-gate bench-grid bench-photos gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ bench-gate: $(STAMP)
 
 bench-grid: $(STAMP)
 	$(BIN)/python benchmarks/bench_grid.py
+
+bench-photos: $(STAMP)
+	$(BIN)/python benchmarks/bench_photos.py
+
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
