@@ -27,7 +27,7 @@ from tasks.data.store import Dataset, load_cache, new_staging, publish
 from tasks.errors import DatasetError
 from tasks.files import write_atomic
 
-FOLDER_CACHE_VERSION = 4  # bump when decoding changes, so no cached decode from older code is reused
+FOLDER_CACHE_VERSION = 5  # bump when decoding changes, so no cached decode from older code is reused
 
 
 def load_folder(root: Path, files: list[ImageFile], outside: list[tuple], roots: dict[str, Path],

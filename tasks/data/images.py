@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,10 @@ from PIL import Image
 
 from tasks.errors import DatasetError
 
+# JPEG draft decoding may stop a little short of the size asked for, then scale up the last few percent: a
+# 500x375 photo for 128x96 decodes at 1/4 scale (125x94) instead of 1/2 (250x188), about twice as fast, and a
+# 2% upscale is invisible next to the 4x reduction before it.
+DRAFT_FLOOR = 0.9
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 OUTSIDE_LINK = "symlink to outside the dataset folder, not followed"
@@ -169,8 +174,8 @@ def decode_into(path: str, mode: str, size: tuple[int, int], out: np.ndarray) ->
     that much less work), then resized the rest of the way with an antialiasing filter."""
     try:
         with Image.open(path) as image:
-            if image.format == "JPEG":
-                image.draft(mode, (size[1], size[0]))  # never below the size asked for
+            if image.format == "JPEG":  # the smallest scale at least DRAFT_FLOOR of the size asked for
+                image.draft(mode, (math.ceil(size[1] * DRAFT_FLOOR), math.ceil(size[0] * DRAFT_FLOOR)))
             image = _eight_bit(image).convert(mode)
             if image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
