@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -103,17 +104,22 @@ def bench_memory(folder: Path, work: Path, dataset: Path, processes: int) -> Non
     dataset_mib = (data.x_train.nbytes + data.x_test.nbytes) / 2**20
     seeds = max(1, -(-processes // 3))  # dropout's three variants x seeds >= processes: every process trains
     command = [ABLATE, "run", "--dataset", str(folder), "--epochs", "1", "--seeds", str(seeds), "--axes", "dropout",
-               "--processes", str(processes), "--fresh", "--out", str(work / "reports")]
+               "--processes", str(processes), "--fresh", "--out", ""]
+    reports = work / f"reports-{processes}"
+    command[-1] = str(reports)
     result = measure(command, every=1.0, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    trainers = [p for p in result["processes"] if p["role"] == "worker"]
+    # Training processes name themselves in their logs ("training process 1234: slot 0 ..."); the other spawned
+    # processes are the decoding pool's.
+    pids = {int(m) for log in reports.glob("*/logs/slot-*.log")
+            for m in re.findall(r"training process (\d+)", log.read_text())}
+    trainers = [p for p in result["processes"] if p["pid"] in pids]
     main = next(p for p in result["processes"] if p["role"] == "main")
     emit("memory", processes=processes, exit_code=result["exit_code"], seconds=result["seconds"],
          dataset_mib=round(dataset_mib), peak_total_pss_mib=result["peak_total_pss_mib"],
          flow_process={"rss_mib": main["rss_mib"], "pss_mib": main["pss_mib"]},
          training_processes=len(trainers),
          training_rss_mib_max=max((p["rss_mib"] for p in trainers), default=None),
-         training_pss_mib_max=max((p["pss_mib"] for p in trainers), default=None),
-         copies_of_the_dataset_if_unshared=round(sum(p["rss_mib"] for p in trainers) / dataset_mib, 1))
+         training_pss_mib_max=max((p["pss_mib"] for p in trainers), default=None))
 
 
 def bench_epoch(dataset: Path) -> None:

@@ -29,7 +29,7 @@ def role(process: psutil.Process) -> str:
     except psutil.Error:
         return "?"
     if "multiprocessing" in line and "spawn" in line:
-        return "worker"  # a training process (slot pool) or a decoding process
+        return "worker"  # a training process (slot pool) or a decoding process: their logs tell which
     if "prefect" in line and "server" in line:
         return "prefect server"
     return "main"
@@ -42,7 +42,8 @@ def sample(root: psutil.Process, peaks: dict, totals: list) -> None:
             info = process.memory_full_info()
         except psutil.Error:
             continue
-        entry = peaks.setdefault(process.pid, {"role": role(process), "rss_mib": 0.0, "pss_mib": 0.0})
+        entry = peaks.setdefault(process.pid, {"pid": process.pid, "role": role(process), "rss_mib": 0.0,
+                                               "pss_mib": 0.0})
         entry["rss_mib"] = max(entry["rss_mib"], info.rss / MIB)
         entry["pss_mib"] = max(entry["pss_mib"], info.pss / MIB)
         total += info.pss
