@@ -64,12 +64,17 @@ def _map(function, arguments: list[tuple], stage: str, total: int, sizes: list[i
             yield result
         return
     # spawn, not fork: the caller may be a Prefect flow with threads running, which fork would copy mid-state.
-    with ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("spawn"))
+    finished = False
+    try:
         for result, size in zip(pool.map(function, *zip(*arguments)), sizes):
             done += size
             if progress:
                 progress(stage, done, total)
             yield result
+        finished = True
+    finally:  # on an interrupt or an error the chunks not started are dropped, not decoded before exiting
+        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def _headers_of(paths: list[str]) -> list:

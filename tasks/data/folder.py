@@ -51,6 +51,7 @@ def load_folder(root: Path, files: list[ImageFile], outside: list[tuple], roots:
     mode = "L" if all(headers[i][3] in GRAY_MODES for i in ok) else "RGB"
     rows = _split_rows([files[i] for i in ok], "test" in roots, val_fraction, limit, split_seed)
     staging = new_staging(cache / "datasets") if cache is not None else Path(tempfile.mkdtemp(prefix="ablate-"))
+    path = None
     try:
         data = _decode_splits(root, staging, files, headers, ok, rows, size, mode, failed, outside, class_names,
                               progress)
@@ -58,7 +59,7 @@ def load_folder(root: Path, files: list[ImageFile], outside: list[tuple], roots:
             return _in_memory(data)
         path = publish(staging, data)
     finally:
-        if cache is None:
+        if path is None:  # no cache, an error or an interrupt: the staging folder goes (a published one is kept)
             shutil.rmtree(staging, ignore_errors=True)
     (cache / "folders").mkdir(parents=True, exist_ok=True)
     write_atomic(cache / "folders" / f"{key}.json", json.dumps({"dataset": path.name}))
