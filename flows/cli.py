@@ -215,7 +215,7 @@ def _start_prefect_while_importing_great_expectations() -> None:
         from prefect.server.api import server
 
         _own_session(server)
-        starter = threading.Thread(target=_quietly, args=(server.SubprocessASGIServer().start,), daemon=True)
+        starter = threading.Thread(target=_quietly, args=(server.SubprocessASGIServer(),), daemon=True)
         starter.start()
     import great_expectations  # noqa: F401  (the gate imports it again, for free)
 
@@ -242,11 +242,15 @@ def _own_session(server_module) -> None:
     server_module.subprocess = NewSessionSubprocess()
 
 
-def _quietly(start) -> None:
+def _quietly(temporary_server) -> None:
+    """Start the server; if it fails (on a loaded machine it can take longer than Prefect waits), stop the process
+    it started. Prefect's next start would otherwise launch a second one and stop only that at exit, leaving the
+    first running in its own session, holding the command's output open (seen in the tests: the command's caller
+    waited for that output to end)."""
     try:
-        start()
+        temporary_server.start()
     except Exception:  # the flow's own start raises it again, with Prefect's message
-        pass
+        temporary_server.stop()
 
 
 def _time_split(timings: dict, total: float) -> str:

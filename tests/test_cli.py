@@ -187,3 +187,19 @@ def test_a_run_where_nothing_could_be_compared_exits_3_and_its_first_screen_says
     (page,) = tmp_path.glob("*/index.html")
     headline = re.search(r"<p class=headline>(.*?)</p>", page.read_text()).group(1)
     assert headline.startswith("Nothing could be compared: every training run failed (timed out after 0.01 s")
+
+
+def test_a_temporary_server_that_starts_too_slowly_is_stopped_not_left_running():
+    # On a loaded machine the early start can pass Prefect's wait; the process it started must not outlive the
+    # command (it once held a finished command's output open, and its caller waited for ever).
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    from flows.cli import _quietly
+
+    server = SubprocessASGIServer(port=None)
+    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 0}):
+        _quietly(server)  # times out: the server process is started, and Prefect waits 0 s for it to answer
+    assert server.server_process is None and not server.running
+    uvicorns = [p for p in psutil.Process().children(recursive=True) if "uvicorn" in " ".join(p.cmdline())]
+    assert uvicorns == []
