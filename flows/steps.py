@@ -18,7 +18,6 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from flows.framework_logs import framework_line
-from flows.live_progress import LOADING
 
 from tasks.data.datasets import load_dataset
 from tasks.data.resolution import resolution_fact
@@ -42,6 +41,9 @@ from tasks.training.train import failed_record
 def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fraction: float,
                       limit: int | None, reports_dir: Path) -> dict:
     """Decode the dataset into the shared cache (by fingerprint) for the training processes, return its facts."""
+    from flows.live_progress import LOADING  # here: imported at the top, the Dask executor could not pickle the
+    # train-cell task ("cannot pickle _thread.lock", the display's lock), measured in tests/test_dask.py
+
     started, logger = time.perf_counter(), get_run_logger()
 
     def progress(stage: str, done: int, total: int) -> None:
