@@ -237,7 +237,15 @@ def _own_session(server_module) -> None:
 
         @staticmethod
         def Popen(*args, **kwargs):  # noqa: N802 (subprocess's own name)
-            return subprocess.Popen(*args, **kwargs, start_new_session=True)
+            # Its output goes to a log file, not the terminal: stopped with events still queued, the server prints
+            # asyncio tracebacks that are not the user's (seen after Ctrl-C on a loaded machine), and a server
+            # that held the command's output pipes kept a caller waiting after the command had ended.
+            from prefect.settings import PREFECT_HOME
+
+            home = Path(PREFECT_HOME.value())
+            home.mkdir(parents=True, exist_ok=True)
+            log = open(home / "temporary-server.log", "ab")  # noqa: SIM115 (the child's now)
+            return subprocess.Popen(*args, **kwargs, start_new_session=True, stdout=log, stderr=log)
 
     server_module.subprocess = NewSessionSubprocess()
 

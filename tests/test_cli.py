@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -197,7 +198,10 @@ def test_a_temporary_server_that_starts_too_slowly_is_stopped_not_left_running()
 
     from flows.cli import _quietly
 
-    server = SubprocessASGIServer(port=None)
+    with socket.socket() as probe:  # a port of its own: port=None would be the session's running server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = SubprocessASGIServer(port=port)
     with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 0}):
         _quietly(server)  # times out: the server process is started, and Prefect waits 0 s for it to answer
     assert server.server_process is None and not server.running
