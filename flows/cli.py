@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         _signals.append(exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
     if _signals:
-        print("ablate: interrupted; training processes stopped, finished cells kept", file=sys.stderr)
+        kept = "; training processes stopped, finished cells kept" if args.command == "run" else ""
+        print(f"ablate: interrupted{kept}", file=sys.stderr)
         return 128 + max(_signals, key=STOP_SIGNALS.index)  # the most final: SIGTERM, else SIGHUP, else SIGINT
     if summary.get("failed") and not summary.get("nothing_compared"):
         print(f"ablate: warning: {summary['failed']} of {summary['cells']} training runs failed; the report "
