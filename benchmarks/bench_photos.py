@@ -6,6 +6,7 @@ portrait) and measures, printing one JSON line per measurement:
 
 - load: a cold load (decoded into a fresh cache, at the default working resolution) and a warm one (the cache
   reused), and decoding's images per second per core (the decode stage alone; the JPEGs are in the page cache);
+  on the generated folder, and again on one of 500x375 JPEGs only (the goal's case);
 - memory: `ablate run` on the folder with 2 and with 8 training processes (`--processes`), sampled every second
   (`process_memory.py`): peak RSS and PSS of the flow process and of each training process, and the total PSS
   against the size of the decoded dataset (one shared copy means total = dataset + a fixed cost per process);
@@ -87,12 +88,12 @@ def emit(kind: str, **fields) -> None:
     print(json.dumps({"measure": kind} | fields), flush=True)
 
 
-def bench_load(folder: Path, work: Path) -> Path:
-    cache = work / "cache"
+def bench_load(folder: Path, work: Path, sizes: str) -> Path:
+    cache = work / f"cache-{folder.name}"
     cold = python(LOAD, str(folder), str(cache))
     warm = python(LOAD, str(folder), str(cache))
     decode_seconds, images = cold["stages"]["decoding"]
-    emit("load", images=cold["images"], working_size=cold["shape"], cold_seconds=round(cold["seconds"], 2),
+    emit("load", sizes=sizes, images=cold["images"], working_size=cold["shape"], cold_seconds=round(cold["seconds"], 2),
          warm_seconds=round(warm["seconds"], 2), headers_seconds=round(cold["stages"]["reading headers"][0], 2),
          decode_seconds=round(decode_seconds, 2), cores=workers(),
          decode_images_per_second_per_core=round(images / decode_seconds / workers()))
@@ -198,7 +199,10 @@ def main() -> int:
             folder = write_photo_folder(work / "photos", args.images)
             emit("generate", images=args.images, seconds=round(time.perf_counter() - started, 1),
                  megabytes=round(sum(f.stat().st_size for f in folder.rglob("*.jpg")) / 2**20))
-        dataset = bench_load(folder, work)
+        dataset = bench_load(folder, work, "mixed" if args.folder is None else str(folder))
+        if args.folder is None and not args.only_large:  # the goal's case: 500x375 JPEGs to the 128-pixel size
+            only = write_photo_folder(work / "photos-500x375", args.images, sizes=((500, 375, 1.0),))
+            bench_load(only, work, "500x375")
         if not args.only_large:
             for processes in (2, 8):
                 bench_memory(folder, work, dataset, processes)

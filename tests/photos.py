@@ -42,29 +42,30 @@ def photo(label: int, width: int, height: int, rng: np.random.Generator) -> Imag
     return Image.fromarray(np.clip(np.asarray(image, np.float32) + noise, 0, 255).astype(np.uint8))
 
 
-def size_for(index: int, seed: int) -> tuple[int, int]:
+def size_for(index: int, seed: int, sizes=PHOTO_SIZES) -> tuple[int, int]:
     rng = np.random.default_rng((seed, index, 1))
-    weights = np.array([w for *_, w in PHOTO_SIZES])
-    width, height, _ = PHOTO_SIZES[rng.choice(len(PHOTO_SIZES), p=weights / weights.sum())]
+    weights = np.array([w for *_, w in sizes])
+    width, height, _ = sizes[rng.choice(len(sizes), p=weights / weights.sum())]
     return width, height
 
 
 def _write(job: tuple) -> None:
-    path, label, index, seed, quality = job
-    width, height = size_for(index, seed)
+    path, label, index, seed, quality, sizes = job
+    width, height = size_for(index, seed, sizes)
     photo(label, width, height, np.random.default_rng((seed, index))).save(path, quality=quality)
 
 
 def write_photo_folder(root: Path, images: int, classes: int = 5, seed: int = 0, processes: int | None = None,
-                       quality: int = 85) -> Path:
-    """``images`` photo-like JPEGs in ``root/<class>/`` (no test folder: the tool holds out its own share)."""
+                       quality: int = 85, sizes=PHOTO_SIZES) -> Path:
+    """``images`` photo-like JPEGs in ``root/<class>/`` (no test folder: the tool holds out its own share), of
+    ``sizes`` (width, height, share) drawn at random."""
     root = Path(root)
     jobs = []
     for index in range(images):
         label = index % classes
         folder = root / f"class_{label}"
         folder.mkdir(parents=True, exist_ok=True)
-        jobs.append((folder / f"IMG_{index:06d}.jpg", label, index, seed, quality))
+        jobs.append((folder / f"IMG_{index:06d}.jpg", label, index, seed, quality, sizes))
     processes = processes or min(os.cpu_count() or 1, max(1, images // 200))
     if processes == 1:
         for job in jobs:

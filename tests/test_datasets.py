@@ -253,3 +253,32 @@ def test_decoding_on_a_pool_of_processes_gives_what_decoding_here_gives(tmp_path
     assert np.array_equal(pooled.x_test, here.x_test) and pooled.skipped.tolist() == here.skipped.tolist()
     assert pooled.skipped[:, 2].tolist() == ["train/class_1/truncated.png"]
     assert stages[0] == ("reading headers", 0, 37) and stages[-1] == ("decoding", 37, 37)
+
+
+def test_jpegs_decode_fast_as_pillow_would_and_what_the_fast_path_refuses_goes_through_pillow(tmp_path):
+    from tasks.data.images import _jpeg_into, decode_into
+    from tests.photos import photo
+
+    rng = np.random.default_rng(0)
+    colour = tmp_path / "photo.jpg"
+    photo(1, 500, 375, rng).save(colour, quality=85)
+    photo(2, 375, 500, rng).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    photo(4, 500, 375, rng).save(tmp_path / "png.jpg", format="PNG")  # named as a JPEG, which it is not
+    photo(3, 500, 375, rng).convert("L").save(tmp_path / "gray.jpg")  # a grey JPEG in a colour folder
+    data = colour.read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(data[:len(data) * 2 // 3])  # a header and two thirds of the scan
+
+    def pillow(path):  # the reference: Pillow's own reduced decode, then the same resize
+        with Image.open(path) as image:
+            image.draft("RGB", (116, 87))
+            return np.asarray(image.convert("RGB").resize((128, 96), Image.Resampling.BILINEAR))
+
+    for name in ("photo.jpg", "cmyk.jpg", "gray.jpg", "png.jpg"):
+        out = np.zeros((96, 128, 3), np.uint8)
+        assert decode_into(str(tmp_path / name), "RGB", (96, 128), out) is None
+        assert np.abs(out.astype(int) - pillow(tmp_path / name)).mean() < 1.5, name
+    out = np.zeros((96, 128, 3), np.uint8)
+    assert decode_into(str(tmp_path / "truncated.jpg"), "RGB", (96, 128), out).startswith("image file is truncated")
+    fast = [_jpeg_into(str(tmp_path / name), "RGB", (96, 128), out) for name in ("photo.jpg", "cmyk.jpg",
+                                                                                 "truncated.jpg", "png.jpg")]
+    assert fast == [True, True, False, False]  # the last two went through Pillow above

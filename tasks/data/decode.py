@@ -1,8 +1,8 @@
-"""Read image files on every core: headers first, then pixels straight into memory-mapped ``.npy`` files.
+"""Read image files on every core: headers first, then pixels straight into the cached ``.npy`` files.
 
 Decoding JPEGs is CPU-bound Python-called C, so it scales with processes, not threads. Each worker process
-opens the output file itself (by path) and writes its images' rows in place: no pixels travel between
-processes, and the parent never holds the dataset. Work goes out in chunks of files, so a progress callback
+writes its chunk's rows into the output file itself (by path): no pixels travel between processes, and the
+parent never holds the dataset. Work goes out in chunks of files, so a progress callback
 hears how far along the whole job is. A few hundred files decode faster in this process than a pool starts.
 """
 
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
 from tasks.data.images import decode_into, header
+from tasks.errors import DatasetError
 
 CHUNK = 64  # files per task: amortises the message to and from a worker, small enough for a smooth progress bar
 IN_PROCESS_BELOW = 400  # files: a spawned worker costs ~0.3 s to start (numpy and Pillow imports)
@@ -30,51 +32,65 @@ def workers() -> int:
         return os.cpu_count() or 1
 
 
-def read_headers(paths: Sequence[str], progress: Progress | None = None) -> list:
+@contextmanager
+def worker_pool(files: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for one load's stages (headers, then pixels), started once; None (work here) when
+    ``files`` are too few to pay for starting them or there is one core. On an error or an interrupt the chunks
+    not yet started are dropped, not decoded before the command can exit."""
+    if files < IN_PROCESS_BELOW or workers() == 1:
+        yield None
+        return
+    # spawn, not fork: the caller may be a Prefect flow with threads running, which fork would copy mid-state.
+    pool = ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def read_headers(paths: Sequence[str], progress: Progress | None = None,
+                 pool: ProcessPoolExecutor | None = None) -> list:
     """(height, width, channels, mode) per file, or the reason it is not a readable image."""
     chunks = [list(paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
-    return [h for part in _map(_headers_of, [(chunk,) for chunk in chunks], "reading headers", len(paths),
-                               [len(c) for c in chunks], progress) for h in part]
+    parts = _map(_headers_of, [(chunk,) for chunk in chunks], pool, "reading headers", progress)
+    return [h for part in parts for h in part]
 
 
 def decode_files(jobs: Sequence[tuple[str, str, int]], mode: str, size: tuple[int, int],
-                 progress: Progress | None = None) -> dict[tuple[str, int], str]:
+                 progress: Progress | None = None, pool: ProcessPoolExecutor | None = None) -> dict:
     """Decode each (path, output .npy file, row) into that row, at ``size`` in ``mode``; returns the reason per
     (output file, row) that failed. The output files exist already, preallocated at their full shape."""
     chunks = [list(jobs[i:i + CHUNK]) for i in range(0, len(jobs), CHUNK)]
     failed = {}
-    for part in _map(_decode_chunk, [(chunk, mode, size) for chunk in chunks], "decoding", len(jobs),
-                     [len(c) for c in chunks], progress):
+    for part in _map(_decode_chunk, [(chunk, mode, size) for chunk in chunks], pool, "decoding", progress):
         failed.update(part)
     return failed
 
 
-def _map(function, arguments: list[tuple], stage: str, total: int, sizes: list[int], progress: Progress | None):
-    """``function(*a)`` for every ``a`` in order, on a process pool when the job is big enough; yields results
-    as the calls finish (in order), telling ``progress`` after each."""
-    done = 0
+def _map(function, arguments: list[tuple], pool: ProcessPoolExecutor | None, stage: str,
+         progress: Progress | None) -> Iterator:
+    """``function(*a)`` for every ``a`` (a chunk of files first), on ``pool`` or here; yields the results in
+    order as they finish, telling ``progress`` how many files are done after each."""
+    sizes = [len(a[0]) for a in arguments]
+    if pool is None:
+        results = (function(*a) for a in arguments)
+    else:
+        futures = [pool.submit(function, *a) for a in arguments]
+        results = (future.result() for future in futures)
+    done, total = 0, sum(sizes)
     if progress:
         progress(stage, 0, total)
-    if total < IN_PROCESS_BELOW or workers() == 1:
-        results = (function(*a) for a in arguments)
+    try:
         for result, size in zip(results, sizes):
             done += size
             if progress:
                 progress(stage, done, total)
             yield result
-        return
-    # spawn, not fork: the caller may be a Prefect flow with threads running, which fork would copy mid-state.
-    pool = ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("spawn"))
-    finished = False
-    try:
-        for result, size in zip(pool.map(function, *zip(*arguments)), sizes):
-            done += size
-            if progress:
-                progress(stage, done, total)
-            yield result
-        finished = True
-    finally:  # on an interrupt or an error the chunks not started are dropped, not decoded before exiting
-        pool.shutdown(wait=finished, cancel_futures=not finished)
+    finally:  # an error or an interrupt: what has not started is not started
+        for future in futures if pool is not None else ():
+            future.cancel()
 
 
 def _headers_of(paths: list[str]) -> list:
@@ -82,13 +98,36 @@ def _headers_of(paths: list[str]) -> list:
 
 
 def _decode_chunk(jobs: list[tuple[str, str, int]], mode: str, size: tuple[int, int]) -> dict:
-    failed, outputs = {}, {}
-    for path, output, row in jobs:
-        if output not in outputs:
-            outputs[output] = np.load(output, mmap_mode="r+")
-        error = decode_into(path, mode, size, outputs[output][row])
+    """Decode a chunk into memory, then write each output file's rows with one system call per run of
+    consecutive rows. Decoding straight into the memory-mapped file cost a page fault (and a block allocation
+    in the sparse file) per 4 KiB written, and flushing the map a synchronous write: measured on 6,000 photos of
+    500x375 on 2 cores, 630-750 images a second per core with both, 850-900 without the flush, 950-970 so."""
+    failed = {}
+    pixels = np.zeros((len(jobs), *size, 1 if mode == "L" else 3), np.uint8)
+    for i, (path, output, row) in enumerate(jobs):
+        error = decode_into(path, mode, size, pixels[i])
         if error:
             failed[(output, row)] = error
-    for array in outputs.values():
-        array.flush()
+    start = 0
+    for end in range(1, len(jobs) + 1):  # runs of consecutive rows of one file
+        if end == len(jobs) or jobs[end][1] != jobs[start][1] or jobs[end][2] != jobs[end - 1][2] + 1:
+            _write_rows(jobs[start][1], jobs[start][2], pixels[start:end])
+            start = end
     return failed
+
+
+def _write_rows(output: str, first: int, rows: np.ndarray) -> None:
+    """Write ``rows`` into the preallocated .npy file ``output`` from row ``first`` on."""
+    try:
+        with open(output, "r+b") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(version,
+                                                                            np.lib.format.read_array_header_2_0)
+            read_header(file)
+            data, offset = memoryview(np.ascontiguousarray(rows)).cast("B"), file.tell() + first * rows[0].nbytes
+            while data:
+                written = os.pwrite(file.fileno(), data, offset)
+                data, offset = data[written:], offset + written
+    except OSError as exc:  # the file is sparse: a full disk shows here, not when it was allocated
+        raise DatasetError(f"cannot write the decoded dataset to {os.path.dirname(os.path.dirname(output))}: "
+                           f"{exc.strerror or exc}; free space or use --image-size") from None

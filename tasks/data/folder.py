@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.data.decode import Progress, decode_files, read_headers
+from tasks.data.decode import Progress, decode_files, read_headers, worker_pool
 from tasks.data.images import GRAY_MODES, ImageFile, relative
 from tasks.data.resolution import WORKING_SIDE, working_size
 from tasks.data.sampling import holdout_mask, stratified_subset
@@ -27,7 +27,7 @@ from tasks.data.store import Dataset, load_cache, new_staging, publish
 from tasks.errors import DatasetError
 from tasks.files import write_atomic
 
-FOLDER_CACHE_VERSION = 5  # bump when decoding changes, so no cached decode from older code is reused
+FOLDER_CACHE_VERSION = 6  # bump when decoding changes, so no cached decode from older code is reused
 
 
 def load_folder(root: Path, files: list[ImageFile], outside: list[tuple], roots: dict[str, Path],
@@ -41,26 +41,28 @@ def load_folder(root: Path, files: list[ImageFile], outside: list[tuple], roots:
     cached = _cached_folder(cache, key)
     if cached is not None:
         return cached
-    headers = read_headers([f.path for f in files], progress)
-    headers = [h if f.size else "empty file (0 bytes)" for f, h in zip(files, headers)]
-    failed = [(f.split, f.label, relative(root, f.path), h) for f, h in zip(files, headers) if isinstance(h, str)]
-    ok = [i for i, h in enumerate(headers) if not isinstance(h, str)]
-    if not ok:
-        raise DatasetError(f"no readable images in {root} ({len(failed)} unreadable)")
-    size = working_size([headers[i][:2] for i in ok], image_size)
-    mode = "L" if all(headers[i][3] in GRAY_MODES for i in ok) else "RGB"
-    rows = _split_rows([files[i] for i in ok], "test" in roots, val_fraction, limit, split_seed)
-    staging = new_staging(cache / "datasets") if cache is not None else Path(tempfile.mkdtemp(prefix="ablate-"))
-    path = None
-    try:
-        data = _decode_splits(root, staging, files, headers, ok, rows, size, mode, failed, outside, class_names,
-                              progress)
-        if cache is None:
-            return _in_memory(data)
-        path = publish(staging, data)
-    finally:
-        if path is None:  # no cache, an error or an interrupt: the staging folder goes (a published one is kept)
-            shutil.rmtree(staging, ignore_errors=True)
+    with worker_pool(len(files)) as pool:  # started once for both stages: headers, then pixels
+        headers = read_headers([f.path for f in files], progress, pool)
+        headers = [h if f.size else "empty file (0 bytes)" for f, h in zip(files, headers)]
+        failed = [(f.split, f.label, relative(root, f.path), h) for f, h in zip(files, headers)
+                  if isinstance(h, str)]
+        ok = [i for i, h in enumerate(headers) if not isinstance(h, str)]
+        if not ok:
+            raise DatasetError(f"no readable images in {root} ({len(failed)} unreadable)")
+        size = working_size([headers[i][:2] for i in ok], image_size)
+        mode = "L" if all(headers[i][3] in GRAY_MODES for i in ok) else "RGB"
+        rows = _split_rows([files[i] for i in ok], "test" in roots, val_fraction, limit, split_seed)
+        staging = new_staging(cache / "datasets") if cache is not None else Path(tempfile.mkdtemp(prefix="ablate-"))
+        path = None
+        try:
+            data = _decode_splits(root, staging, files, headers, ok, rows, size, mode, failed, outside, class_names,
+                                  progress, pool)
+            if cache is None:
+                return _in_memory(data)
+            path = publish(staging, data)
+        finally:
+            if path is None:  # no cache, an error or an interrupt: the staging folder goes (a published one stays)
+                shutil.rmtree(staging, ignore_errors=True)
     (cache / "folders").mkdir(parents=True, exist_ok=True)
     write_atomic(cache / "folders" / f"{key}.json", json.dumps({"dataset": path.name}))
     return load_cache(path)
@@ -89,7 +91,7 @@ def _split_rows(files: list[ImageFile], has_test: bool, val_fraction: float, lim
 
 def _decode_splits(root: Path, staging: Path, files: list[ImageFile], headers: list, ok: list[int],
                    rows: dict[str, np.ndarray], size: tuple[int, int], mode: str, failed: list,
-                   outside: list, class_names: list[str], progress: Progress | None) -> Dataset:
+                   outside: list, class_names: list[str], progress: Progress | None, pool) -> Dataset:
     """Decode each split's files into ``staging/x_<split>.npy``; drop the rows whose pixels failed to decode."""
     channels = 1 if mode == "L" else 3
     jobs, arrays = [], {}
@@ -97,7 +99,7 @@ def _decode_splits(root: Path, staging: Path, files: list[ImageFile], headers: l
         output = staging / f"x_{split}.npy"
         _allocate(output, (len(index), *size, channels))
         jobs += [(files[ok[i]].path, str(output), row) for row, i in enumerate(index)]
-    errors = decode_files(jobs, mode, size, progress)
+    errors = decode_files(jobs, mode, size, progress, pool)
     for split, index in rows.items():
         output = staging / f"x_{split}.npy"
         bad = [row for row in range(len(index)) if (str(output), row) in errors]
