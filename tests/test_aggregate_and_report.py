@@ -11,7 +11,7 @@ from tasks.report.aggregate import (
     NO_CONFIDENCE,
     UNCLEAR,
     mean_curves,
-    paired_effect,
+    judge,
     results_table,
     summarise,
     verdict,
@@ -41,18 +41,23 @@ def fake_records(seeds=3, gains=None, failed=()):
     return records
 
 
-def test_paired_effect_labels_come_from_the_interval():
-    assert paired_effect(np.array([0.05, 0.06, 0.055]))["effect"] == HELPS
-    assert paired_effect(np.array([-0.05, -0.06, -0.055]))["effect"] == HURTS
-    assert paired_effect(np.array([0.05, -0.04, 0.01]))["effect"] == UNCLEAR
-    one = paired_effect(np.array([0.3]))
+def test_labels_come_from_the_adjusted_test_and_the_interval_is_at_the_level_it_was_tested_at():
+    assert judge(np.array([0.05, 0.06, 0.055]), 0.01, 0.0125)["effect"] == HELPS
+    assert judge(np.array([-0.05, -0.06, -0.055]), 0.01, 0.0125)["effect"] == HURTS
+    from tasks.report.statistics import holm, paired_p
+
+    small = np.array([0.02, 0.03, 0.025])  # p = 0.013 alone; one of eight comparisons, it is not enough
+    assert paired_p(small)[1] < 0.05
+    kept = judge(small, *holm([paired_p(small)[1]] + [0.5] * 7)[0])
+    assert kept["effect"] == UNCLEAR and kept["ci_low"] < 0 < kept["ci_high"] and kept["seeds_needed"] > 3
+    one = judge(np.array([0.3]), math.nan, math.nan)
     assert one["effect"] == NO_CONFIDENCE and math.isnan(one["ci_low"])
 
 
 def test_t_interval_matches_the_textbook_value():
-    effect = paired_effect(np.array([1.0, 2.0, 3.0]))
-    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
-    assert effect["ci_low"] == pytest.approx(2 - half) and effect["ci_high"] == pytest.approx(2 + half)
+    effect = judge(np.array([1.0, 2.0, 3.0]) / 100, 0.2, 0.05)
+    half = 4.302652729911275 * 1.0 / math.sqrt(3) / 100  # t(0.975, 2) * sd / sqrt(n)
+    assert effect["ci_low"] == pytest.approx(0.02 - half) and effect["ci_high"] == pytest.approx(0.02 + half)
 
 
 def test_summary_and_verdict_find_the_change_that_helps():
@@ -120,30 +125,26 @@ def test_report_of_a_failed_gate_explains_it_and_names_images():
     assert "Training did not run" in page and "train/a/1.png" in page and "data_docs/index.html" in page
 
 
-def test_the_paired_test_is_an_exact_permutation_test_for_few_seeds_and_a_t_test_beyond():
-    import itertools
-
+def test_the_paired_test_is_a_t_test_from_three_seeds_and_the_exact_sign_flip_test_for_two():
     from scipy import stats
 
-    from tasks.report.aggregate import paired_test
+    from tasks.report.statistics import paired_p
 
     differences = np.array([0.01, 0.02, 0.035, -0.005])
-    flips = [abs(np.mean(np.array(signs) * differences)) for signs in itertools.product([1, -1], repeat=4)]
-    expected = np.mean(np.array(flips) >= abs(differences.mean()) - 1e-12)
-    assert paired_test(differences) == ("exact permutation", pytest.approx(expected))
-    assert paired_test(np.array([0.01, 0.02, 0.03]))[1] == pytest.approx(2 / 8)  # all positive: the floor for 3
-    many = np.random.default_rng(0).normal(0.01, 0.02, 20)
-    assert paired_test(many) == ("paired t-test", pytest.approx(stats.ttest_1samp(many, 0).pvalue))
+    assert paired_p(differences) == ("paired t-test", pytest.approx(stats.ttest_1samp(differences, 0).pvalue))
+    assert paired_p(np.array([0.01, 0.02])) == ("exact sign-flip", pytest.approx(0.5))
 
 
-def test_every_variant_gets_a_t_interval_of_its_mean_accuracy():
+def test_every_variant_gets_an_interval_of_its_mean_accuracy_inside_0_to_1():
     summary = summarise(results_table(fake_records(seeds=3)))
     base = summary[summary["axis"] == "baseline"].iloc[0]
     values = np.array([0.80, 0.81, 0.82])  # fake_records' baseline accuracies for seeds 0..2
-    half = 4.302652729911275 * values.std(ddof=1) / math.sqrt(3)  # t(0.975, 2)
-    assert base["best_ci_low"] == pytest.approx(values.mean() - half)
-    assert base["final_ci_high"] == pytest.approx(values.mean() + half)
-    assert set(summary["test"].dropna()) <= {"", "exact permutation"}
+    logits = np.log(values / (1 - values))
+    half = 4.302652729911275 * logits.std(ddof=1) / math.sqrt(3)  # t(0.975, 2), on the logit scale
+    assert base["best_ci_low"] == pytest.approx(1 / (1 + np.exp(-(logits.mean() - half))))
+    assert base["final_ci_high"] == pytest.approx(1 / (1 + np.exp(-(logits.mean() + half))))
+    assert 0 < summary["best_ci_low"].min() and summary["best_ci_high"].max() < 1
+    assert set(summary["test"].dropna()) <= {"", "paired t-test"}
 
 
 def test_the_aa_control_is_the_baseline_trained_again_independently_and_kept_out_of_the_changes():
@@ -263,7 +264,7 @@ def test_the_verdict_and_the_gate_as_markdown_for_prefects_ui():
     summary = summarise(results_table(fake_records(gains={"standardize": 0.06})))
     text = verdict_markdown(verdict(summary), "pass", "/r/index.html")
     assert text.startswith("### standardize (normalization) helps most")
-    assert "- **standardize** (normalization): helps, +6.2 points (95% CI" in text
+    assert "- **standardize** (normalization): helps, +6.2 points (99.4% CI" in text  # 1 - 0.05 / 8 changes
     assert "Data-quality gate: **pass**" in text and text.endswith("Report: `/r/index.html`")
     gate = GateResult("fail", [CheckResult("one_pixel_scale", "critical", False, "3 of 100 images", "why",
                                            ["train/a/1.png", "train/a/2.png"], 3),

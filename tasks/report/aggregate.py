@@ -1,8 +1,9 @@
 """Turn per-cell records into per-variant statistics and a verdict: which change helps, by how much, how sure.
 
 Effects are paired: a variant and the baseline trained with the same seed share initial weights and data
-order, so their difference on that seed isolates the change. An effect is called "helps" or "hurts" only when
-the 95% t-interval of the mean paired difference excludes zero, never from the mean alone.
+order, so their difference on that seed isolates the change. Whether an effect is called "helps" or "hurts" is
+the one decision rule of `statistics` (a paired test, Holm-adjusted over the run's comparisons), never the
+mean alone.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.errors import NOT_APPLICABLE
+from tasks.report import statistics
 from tasks.training.grid import AA_AXIS, AXES, BASELINE_AXIS, baseline_value
 
 RESULT_COLUMNS = ["axis", "variant", "seed", "status", "best_val_accuracy", "final_val_accuracy",
@@ -41,11 +43,13 @@ def history_table(records: list[dict]) -> pd.DataFrame:
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: seeds scored; mean, sd and 95% t-interval of best and final val accuracy; and against the
-    baseline, the paired difference on shared seeds with its interval, a paired test and the effect label."""
+    """Per variant: seeds scored; mean and spread of best and final validation accuracy with intervals inside
+    0-1; and against the baseline, the paired difference on shared seeds judged by the run's one decision rule
+    (`statistics`): a paired test, Holm-adjusted over every comparison of the run, its interval at the level
+    Holm tested it at, the share of seeds on which the variant won, and the seeds 80% power would need."""
     scored = results[results["status"].isin(SCORED)]
     baseline = scored[scored["axis"] == BASELINE_AXIS].set_index("seed")["best_val_accuracy"]
-    rows = []
+    rows, differences = [], {}
     for (axis, variant), group in results.groupby(["axis", "variant"], sort=False):
         ok = group[group["status"].isin(SCORED)]
         row = {"axis": axis, "variant": variant, "cells": len(group), "scored": len(ok),
@@ -55,61 +59,62 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         for which in ("best", "final"):
             row |= mean_interval(ok[f"{which}_val_accuracy"].dropna().to_numpy(), which)
         if axis != BASELINE_AXIS:
-            paired = ok.set_index("seed")["best_val_accuracy"] - baseline
-            row |= paired_effect(paired.dropna().to_numpy())
-            if (group["status"] == NOT_APPLICABLE).all():
-                row["effect"] = NOT_APPLICABLE
+            paired = (ok.set_index("seed")["best_val_accuracy"] - baseline).dropna().to_numpy()
+            differences[len(rows)] = paired
+            test, p_value = statistics.paired_p(paired)
+            row |= {"pairs": len(paired), "delta": float(paired.mean()) if len(paired) else math.nan,
+                    "test": test, "p_value": p_value}
         rows.append(row)
+    judged = statistics.holm([rows[i]["p_value"] for i in differences])
+    for (i, paired), (adjusted, level) in zip(differences.items(), judged):
+        rows[i] |= judge(paired, adjusted, level)
+        if (results[(results["axis"] == rows[i]["axis"]) & (results["variant"] == rows[i]["variant"])]["status"]
+                == NOT_APPLICABLE).all():
+            rows[i]["effect"] = NOT_APPLICABLE
     return pd.DataFrame(rows)
 
 
-def mean_interval(values: np.ndarray, name: str, confidence: float = 0.95) -> dict:
-    """``mean_<name>``, ``std_<name>`` and the t-interval of the mean (NaN with fewer than two values)."""
-    n = len(values)
-    mean = float(values.mean()) if n else math.nan
-    std = float(values.std(ddof=1)) if n > 1 else math.nan
-    half = _t_half_width(std, n, confidence) if n > 1 else math.nan
-    return {f"mean_{name}": mean, f"std_{name}": std, f"{name}_ci_low": mean - half, f"{name}_ci_high": mean + half}
-
-
-def _t_half_width(std: float, n: int, confidence: float) -> float:
-    from scipy import stats as scipy_stats  # ~1.5 s to import: only where an interval is computed
-
-    return float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
-
-
-EXACT_UP_TO = 12  # pairs: 2^12 = 4096 sign patterns enumerate in a millisecond; beyond, the t-test
-
-
-def paired_test(differences: np.ndarray) -> tuple[str, float]:
-    """Two-sided p-value that the mean paired difference is zero: exact sign-flip permutation test for up to
-    EXACT_UP_TO pairs (no normality assumed, which few seeds cannot check), the paired t-test beyond."""
-    n = len(differences)
-    if n <= EXACT_UP_TO:
-        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # every +/- pattern
-        flipped = np.abs((signs * differences).mean(axis=1))
-        return "exact permutation", float(np.mean(flipped >= abs(differences.mean()) - 1e-12))
-    from scipy import stats as scipy_stats
-
-    return "paired t-test", float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
-
-
-def paired_effect(differences: np.ndarray, confidence: float = 0.95) -> dict:
-    """Mean paired difference, its t-interval, a paired test, and the label the interval supports."""
-    n = len(differences)
+def judge(paired: np.ndarray, adjusted: float, level: float) -> dict:
+    """The decision rule's verdict on one comparison's paired differences, given its Holm-adjusted p-value and
+    the level its step tested it at."""
+    n = len(paired)
+    share, share_low, share_high = statistics.beats(paired)
+    row = {"p_adjusted": adjusted, "level": level, "beats": share, "beats_low": share_low,
+           "beats_high": share_high, "seeds_needed": None}
     if n == 0:
-        return {"pairs": 0, "delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "effect": "not scored",
-                "test": "", "p_value": math.nan}
-    mean = float(differences.mean())
+        return row | {"ci_low": math.nan, "ci_high": math.nan, "effect": "not scored"}
     if n == 1:
-        return {"pairs": 1, "delta": mean, "ci_low": math.nan, "ci_high": math.nan, "effect": NO_CONFIDENCE,
-                "test": "", "p_value": math.nan}
-    half = _t_half_width(float(differences.std(ddof=1)), n, confidence)
-    low, high = mean - half, mean + half
-    effect = HELPS if low > 0 else HURTS if high < 0 else UNCLEAR
-    test, p_value = paired_test(differences)
-    return {"pairs": n, "delta": mean, "ci_low": low, "ci_high": high, "effect": effect, "test": test,
-            "p_value": p_value}
+        return row | {"ci_low": math.nan, "ci_high": math.nan, "effect": NO_CONFIDENCE}
+    low, high = statistics.t_interval(paired, level)
+    claimed = adjusted < statistics.ALPHA
+    effect = (HELPS if paired.mean() > 0 else HURTS) if claimed else UNCLEAR
+    if not claimed:
+        row["seeds_needed"] = statistics.seeds_for_power(float(paired.mean()), float(paired.std(ddof=1)), level)
+    return row | {"ci_low": low, "ci_high": high, "effect": effect}
+
+
+def interval_words(row) -> str:
+    """The interval of a change's gain in points, at the level the rule tested it at ("99.4% CI +1.2 to
+    +3.0"); "no interval" without one."""
+    if math.isnan(row["ci_low"]):
+        return "no interval"
+    confidence = f"{(1 - row['level']) * 100:.1f}".removesuffix(".0")
+    return f"{confidence}% CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f}"
+
+
+def test_words(row) -> str:
+    """The test behind a change's label, with its Holm-adjusted p-value ("" where none ran)."""
+    return f"{row['test']}, adjusted p = {row['p_adjusted']:.2g}" if row.get("test") else ""
+
+
+def mean_interval(values: np.ndarray, name: str, confidence: float = 0.95) -> dict:
+    """``mean_<name>``, ``std_<name>`` and a 95% interval of the mean accuracy that stays inside 0-1 (NaN with
+    fewer than two values)."""
+    n = len(values)
+    low, high = statistics.accuracy_interval(values, confidence)
+    return {f"mean_{name}": float(values.mean()) if n else math.nan,
+            f"std_{name}": float(values.std(ddof=1)) if n > 1 else math.nan,
+            f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,14 @@ def verdict(summary: pd.DataFrame) -> Verdict:
     helps, hurts = pick(HELPS), pick(HURTS)
     unclear = pick(UNCLEAR) + pick(NO_CONFIDENCE)
     notes = []
+    untestable = [row for row in changes.to_dict("records") if row.get("test") == "exact sign-flip"
+                  and statistics.smallest_sign_flip_p(int(row["pairs"])) >= row["level"]]
+    if untestable:
+        level = min(row["level"] for row in untestable)
+        notes.append(f"With {int(untestable[0]['pairs'])} seeds no claim is possible for "
+                     f"{', '.join(r['variant'] for r in untestable)}: the exact test these seeds allow cannot go "
+                     f"below p = {statistics.smallest_sign_flip_p(int(untestable[0]['pairs'])):.2g}, above the "
+                     f"adjusted level {level:.2g}; {statistics.seeds_to_reach(level)} seeds would be needed.")
     if len(changes) and (changes["effect"] == NO_CONFIDENCE).all():
         notes.append("Each variant ran with one seed, so no confidence can be given: run with --seeds 3 or more.")
     control = next(iter(summary[summary["axis"] == AA_AXIS].to_dict("records")), None)
@@ -162,7 +175,7 @@ def verdict(summary: pd.DataFrame) -> Verdict:
     if helps:
         best = helps[0]
         headline = (f"{_describe(best)} helps most: +{best['delta'] * 100:.1f} points of best validation accuracy "
-                    f"over the baseline (95% CI {best['ci_low'] * 100:+.1f} to {best['ci_high'] * 100:+.1f}).")
+                    f"over the baseline ({interval_words(best)}, {int(best['pairs'])} seeds).")
     elif len(changes) and changes["delta"].notna().any():
         top = changes.iloc[0]
         headline = (f"No change clearly beats the baseline. The largest mean difference, {top['delta'] * 100:+.1f} "

@@ -6,14 +6,13 @@ import math
 
 from tasks.gate.checks import CRITICAL
 from tasks.gate.expectations import GateResult
-from tasks.report.aggregate import Verdict
+from tasks.report.aggregate import Verdict, interval_words
 
 
 def verdict_markdown(verdict: Verdict, gate_status: str | None, report: str) -> str:
     """The verdict for Prefect's UI (a markdown artifact): the headline, each effect with its interval, the link."""
     def line(row: dict) -> str:
-        interval = ("" if math.isnan(row["ci_low"])
-                    else f" (95% CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f})")
+        interval = "" if math.isnan(row["ci_low"]) else f" ({interval_words(row)})"
         return (f"- **{row['variant']}** ({row['axis'].replace('_', ' ')}): {row['effect']}, "
                 f"{row['delta'] * 100:+.1f} points{interval}")
     lines = [f"### {verdict.headline}", "", f"Data-quality gate: **{gate_status or 'not run'}**", ""]

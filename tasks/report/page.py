@@ -14,7 +14,7 @@ import pandas as pd
 
 from tasks.data.datasets import Dataset
 from tasks.gate.expectations import GateResult
-from tasks.report.aggregate import HELPS, HURTS, Verdict, axes_in, axis_rows
+from tasks.report.aggregate import HELPS, HURTS, Verdict, axes_in, axis_rows, interval_words, test_words
 from tasks.report.comparison import comparison_view
 from tasks.report.explain import gate_links
 from tasks.report.gate_section import gate_view
@@ -59,7 +59,9 @@ def verdict_view(gate: GateResult | None, verdict: Verdict, summary: pd.DataFram
             "facts": key_facts(gate, verdict, summary),
             "helps": [effect_line(r) for r in verdict.helps], "hurts": [effect_line(r) for r in verdict.hurts],
             "unclear": ", ".join(str(r["variant"]) for r in verdict.unclear), "control": control,
-            "links": gate_links(failed, summary), "notes": verdict.notes}
+            "links": gate_links(failed, summary), "notes": verdict.notes,
+            "comparisons": int(summary["p_adjusted"].notna().sum()) if summary is not None and "p_adjusted" in summary
+            else 0}
 
 
 def key_facts(gate: GateResult | None, verdict: Verdict, summary: pd.DataFrame | None) -> list[dict]:
@@ -89,13 +91,11 @@ def stopped_view(run: dict, gate: GateResult | None) -> dict:
 
 def effect_line(row: dict) -> dict:
     """One change in words: its name, its axis, the word for its effect, the gain, the interval and the test."""
-    interval = ("no interval" if math.isnan(row["ci_low"])
-                else f"95% CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f}")
+    test = test_words(row)
     return {"variant": row["variant"], "axis": row["axis"].replace("_", " "),
             "word": "helps" if row["effect"] == HELPS else "hurts" if row["effect"] == HURTS else row["effect"],
-            "delta": f"{row['delta'] * 100:+.1f}", "interval": interval,
-            "test": f", {row['test']} p = {row['p_value']:.2g}" if row.get("test") else "",
-            "pairs": int(row["pairs"])}
+            "delta": f"{row['delta'] * 100:+.1f}", "interval": interval_words(row),
+            "test": f", {test}" if test else "", "pairs": int(row["pairs"])}
 
 
 def axis_view(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -> dict:
@@ -111,7 +111,7 @@ def axis_view(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -
         rows.append({"name": name, "seeds": f"{row['scored']}/{row['cells']}", "best": mean_ci(row, "best"),
                      "sd": pct(row["std_best"]), "final": mean_ci(row, "final"),
                      "delta": "" if is_base else delta_cell(row),
-                     "p": None if is_base or not row.get("test") else f"{row['p_value']:.2g}",
+                     "p": None if is_base or not row.get("test") else f"{row['p_adjusted']:.2g}",
                      "test": row.get("test") or "", "effect": None if is_base else row["effect"],
                      "effect_class": "" if is_base else row["effect"].split()[0],
                      "seconds": seconds(row.get("mean_seconds"))})

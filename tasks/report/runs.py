@@ -40,7 +40,8 @@ def run_summary(run: dict, gate_status: str | None, summary=None, outcome=None) 
     if outcome is not None and outcome.helps:
         best = outcome.helps[0]
         record["best"] = {k: best[k] if isinstance(best[k], str) else _number(best[k])
-                          for k in ("axis", "variant", "delta", "ci_low", "ci_high", "mean_best")}
+                          for k in ("axis", "variant", "delta", "ci_low", "ci_high", "level", "p_adjusted", "test",
+                                    "beats", "mean_best")}
     return record
 
 
