@@ -115,7 +115,7 @@ def run_setting(per_device: int, gpus: list[str], dataset: str, epochs: int, bac
             "cells_per_minute": round(60 * len(ok) / wall, 2),
             "seconds_per_epoch_median": round(statistics.median(per_epoch), 2) if per_epoch else None,
             "gpu_memory_mib_per_process_max": round(max(memory)) if memory else None,
-            "mean_test_accuracy": round(float(np.mean([r["best_val_accuracy"] for r in ok])), 3) if ok else None,
+            "mean_test_accuracy": round(float(np.mean([r["test_accuracy"] for r in ok])), 3) if ok else None,
             "errors": sorted({r["error"] for r in records if r["status"] != "ok"})[:3]}
 
 

@@ -20,7 +20,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.framework_logs import framework_line, framework_logging, training_limit
 from flows.live_progress import GRID, status
-from flows.parameters import Axis, Epochs, Limit, PerGpu, Processes, Retries, Seconds, Seeds, Side, ValFraction
+from flows.parameters import (Axis, Epochs, HeldOutFraction, Limit, PerGpu, Processes, Retries, Seconds, Seeds,
+                              Side, ValFraction)
 from flows.steps import (
     check_model_step,
     gate_step,
@@ -60,7 +61,7 @@ def ablation(
     gate: Literal["fail", "warn"] = "fail",
     out: Path | None = None,
     image_size: tuple[Side, Side] | None = None,
-    val_fraction: ValFraction = 0.2,
+    test_fraction: HeldOutFraction = 0.2,
     suite: str | None = None,
     store: Path | None = None,
     fresh: bool = False,
@@ -76,6 +77,8 @@ def ablation(
     aa: bool = False,
     grid: str | None = None,
     model: str | None = None,
+    val_fraction: ValFraction | None = None,
+    fixed_split: bool = False,
     verbose: bool = False,
 ) -> dict:
     """Gate a dataset, train one-factor-at-a-time variants of a small CNN over seeds, and write the report.
@@ -97,25 +100,28 @@ def ablation(
     else:
         epochs, seeds = epochs or BASELINE.max_epochs, seeds or DEFAULT_SEEDS
         cells = expand_grid(axes, seeds, epochs, aa=aa)
-    if model:
-        cells = [Cell(cell.axis, cell.variant, replace(cell.config, model=model)) for cell in cells]
+    protocol = {"val_fraction": val_fraction or cells[0].config.val_fraction, "fixed_split": fixed_split}
+    cells = [Cell(cell.axis, cell.variant, replace(cell.config, **protocol, model=model or cell.config.model))
+             for cell in cells]
     model = cells[0].config.model  # --model, or the grid file's baseline
     reports = reports_dir(out)
 
     # 1. Load the dataset once and cache it for the training processes
-    data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)
+    data = load_dataset_step(dataset, image_size, test_fraction, limit, reports)
+    warnings = []
     if model:  # before the gate and any training: it must build and answer the data's classes
-        check_model_step(model, data, backend, verbose)
+        preprocessing = check_model_step(model, data, backend, verbose)
+        warnings += scaled_twice(preprocessing, cells[0].config.normalization)
     run_dir = new_run_dir(reports, data["name"])
     run = run_record(run_dir, data, {"epochs": epochs, "seeds": seeds, "axes": axes or "default", "limit": limit,
-                                     "gate": gate, "image_size": image_size, "val_fraction": val_fraction,
+                                     "gate": gate, "image_size": image_size, "test_fraction": test_fraction,
                                      "suite": suite or "default", "fresh": fresh,
                                      "keep_models": keep_models, "tensorboard": tensorboard,
                                      "cell_timeout": cell_timeout, "retries": retries, "backend": backend,
                                      "per_gpu": per_gpu, "processes": processes, "executor": executor,
                                      "dask_address": dask_address, "aa": aa, "grid": grid,
-                                     "model": model or "built-in CNN"})
-    run |= {"flow_run_id": str(flow_run.id), "deployment": deployment.name,
+                                     "model": model or "built-in CNN", **protocol})
+    run |= {"flow_run_id": str(flow_run.id), "deployment": deployment.name, "warnings": warnings,
             "environment": environment_facts(backend)}
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
@@ -265,13 +271,22 @@ def _result(future, cell: Cell) -> dict:
         return failed_record(cell.to_dict(), message) | {"worker": ""}
 
 
+def scaled_twice(preprocessing: str | None, normalization: str) -> list[str]:
+    """The first screen's warning when the user's model scales its own input and the baseline scales it too."""
+    if not preprocessing or normalization == "raw":
+        return []
+    return [f"Your model prepares its own input ({preprocessing}), and the baseline also normalises the pixels "
+            f"({normalization}): they are scaled twice. Compare on the normalization axis, where 'raw 0-255' "
+            "gives the model what it expects, or set normalization = \"raw\" in a grid file's baseline."]
+
+
 def progress_line(records: list[dict], total: int, elapsed: float, cached: int = 0, slots: int = 1) -> str:
     """One line per finished cell, counting the cells this run trains (``cached`` more were reused):
-    "[12/27] depth: 1 block x16 seed 1 ok, best val acc 96.1% (4.2 s) | 2 running | 2 failed | 3 cached |
+    "[12/27] depth: 1 block x16 seed 1 ok, test acc 96.1% (4.2 s) | 2 running | 2 failed | 3 cached |
     48 s elapsed, ~55 s left"."""
     last, done = records[-1], len(records)
     failed = sum(r["status"] == "failed" for r in records)
-    outcome = (f"best val acc {last['best_val_accuracy'] * 100:.1f}%" if last["status"] != "failed"
+    outcome = (f"test acc {last['test_accuracy'] * 100:.1f}%" if last["status"] != "failed"
                else last["error"])
     return (f"[{done}/{total}] {last['axis']}: {last['variant']} seed {last['seed']} {last['status']}, {outcome} "
             f"({last['seconds']:.1f} s) | " + status(done, total, failed, cached, min(slots, total - done), elapsed))

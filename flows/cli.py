@@ -178,7 +178,7 @@ def _check_executor(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> dict:
     common = {"dataset": args.dataset, "out": args.out, "image_size": args.image_size,
-              "val_fraction": args.val_fraction, "limit": args.limit,
+              "test_fraction": args.test_fraction, "limit": args.limit,
               "suite": str(args.suite) if args.suite else None, "verbose": args.verbose}
     _start_prefect_while_importing_great_expectations()
     from flows.live_progress import LiveDisplay
@@ -197,7 +197,8 @@ def _run(args: argparse.Namespace) -> dict:
                         tensorboard=args.tensorboard, cell_timeout=args.cell_timeout, retries=args.retries,
                         backend=args.backend, per_gpu=args.per_gpu, processes=args.processes,
                         executor=args.executor, dask_address=args.dask_address, aa=args.aa,
-                        grid=str(args.grid) if args.grid else None, model=args.model)
+                        grid=str(args.grid) if args.grid else None, model=args.model,
+                        val_fraction=args.val_fraction, fixed_split=args.fixed_split)
 
 
 def _start_prefect_while_importing_great_expectations() -> None:

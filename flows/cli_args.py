@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{', '.join(DEFAULT_AXES)}; also {', '.join(a for a in AXES if a not in DEFAULT_AXES)})")
     run.add_argument("--gate", choices=["fail", "warn"], default="fail",
                      help="on critical data problems: stop before training (fail, default) or train anyway (warn)")
+    run.add_argument("--val-fraction", type=_fraction, default=None,
+                     help="share of the training split each seed sets aside for validation, which early stopping "
+                          "and the best epoch read (default: 0.2)")
+    run.add_argument("--fixed-split", action="store_true",
+                     help="one validation carve for every seed, instead of one per seed")
     run.add_argument("--aa", action="store_true",
                      help="A/A control: train the baseline a second time, independently; the report must find no "
                           "clear difference between the two (a check on the statistics)")
@@ -84,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--limit", type=_positive, default=None, help="at most N images per split, stratified")
         sub.add_argument("--image-size", type=_image_size, default=None, metavar="N|HxW",
                          help="bring every image to this size (default: the most common size)")
-        sub.add_argument("--val-fraction", type=_fraction, default=0.2,
-                         help="share held out for validation when the dataset has no test split (default: 0.2)")
+        sub.add_argument("--test-fraction", type=_fraction, default=0.2,
+                         help="share held out as the test split when the dataset has none (default: 0.2)")
         sub.add_argument("--out", type=Path, default=None, help="reports folder (default: ./reports)")
         sub.add_argument("--suite", type=Path, default=None, metavar="PATH",
                          help="gate suite file (TOML): checks, severities, thresholds "

@@ -11,7 +11,7 @@ from prefect import flow
 from prefect.runtime import deployment, flow_run
 
 from flows.framework_logs import framework_logging
-from flows.parameters import Limit, Side, ValFraction
+from flows.parameters import Limit, Side, HeldOutFraction
 from flows.steps import gate_step, load_dataset_step, report_step
 from tasks.errors import GateFailed
 from tasks.gate.suite import load_suite
@@ -24,7 +24,7 @@ def data_quality_gate(
     dataset: str = "digits",
     out: Path | None = None,
     image_size: tuple[Side, Side] | None = None,
-    val_fraction: ValFraction = 0.2,
+    test_fraction: HeldOutFraction = 0.2,
     limit: Limit | None = None,
     suite: str | None = None,
     verbose: bool = False,
@@ -36,9 +36,9 @@ def data_quality_gate(
     checks = load_suite(suite)  # a bad suite file fails the run before any work
 
     # 1. Load the dataset
-    data = load_dataset_step(dataset, image_size, val_fraction, limit, reports)
+    data = load_dataset_step(dataset, image_size, test_fraction, limit, reports)
     run_dir = new_run_dir(reports, data["name"])
-    run = run_record(run_dir, data, {"image_size": image_size, "val_fraction": val_fraction, "limit": limit,
+    run = run_record(run_dir, data, {"image_size": image_size, "test_fraction": test_fraction, "limit": limit,
                                      "suite": suite or "default"})
     run |= {"flow_run_id": str(flow_run.id), "deployment": deployment.name}
 

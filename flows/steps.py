@@ -38,7 +38,7 @@ from tasks.training.train import failed_record
 
 
 @task(name="load dataset", cache_policy=NO_CACHE)
-def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fraction: float,
+def load_dataset_step(spec: str, image_size: tuple[int, int] | None, test_fraction: float,
                       limit: int | None, reports_dir: Path) -> dict:
     """Decode the dataset into the shared cache (by fingerprint) for the training processes, return its facts."""
     from flows.live_progress import LOADING  # here: imported at the top, the Dask executor could not pickle the
@@ -52,7 +52,7 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fractio
             logger.info("%s: %d files", stage, total)
 
     try:
-        data = load_dataset(spec, image_size, val_fraction, limit, cache=cache_dir(reports_dir), progress=progress)
+        data = load_dataset(spec, image_size, test_fraction, limit, cache=cache_dir(reports_dir), progress=progress)
     finally:
         LOADING.stop()
     path = save_cache(data, cache_dir(reports_dir) / "datasets")
@@ -70,15 +70,19 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, val_fractio
 
 
 @task(name="check the model", cache_policy=NO_CACHE)
-def check_model_step(spec: str, data: dict, backend: str, verbose: bool = False) -> None:
+def check_model_step(spec: str, data: dict, backend: str, verbose: bool = False) -> str | None:
     """Build the user's model once for the data's shape and classes, in a process of its own (this one never
-    imports Keras); a UserModelError fails the run at once. With ``verbose``, that process's output is shown."""
+    imports Keras); a UserModelError fails the run at once. With ``verbose``, that process's output is shown.
+    Returns how the model prepares its own input, if it does (its Rescaling or Normalization layers)."""
     from tasks.training.model_check import check_model
 
     shape = tuple(int(side) for side in data["image_shape"].split("x"))
-    check_model(spec, shape, len(data["class_names"]), backend, framework_line if verbose else None)
-    get_run_logger().info("model %s builds for %s images and %d classes", spec, data["image_shape"],
-                          len(data["class_names"]))
+    preprocessing = check_model(spec, shape, len(data["class_names"]), backend,
+                                framework_line if verbose else None)
+    get_run_logger().info("model %s builds for %s images and %d classes%s", spec, data["image_shape"],
+                          len(data["class_names"]), f"; it prepares its own input: {preprocessing}"
+                          if preprocessing else "")
+    return preprocessing
 
 
 @task(name="data-quality gate", cache_policy=NO_CACHE)
@@ -200,7 +204,8 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
     write_atomic(run_dir / "summary.json", json.dumps(run_record))
     write_runs_index(run_dir.parent)
     if summary is not None:
-        columns = ["axis", "variant", "scored", "mean_best", "std_best", "delta", "ci_low", "ci_high", "effect"]
+        columns = ["axis", "variant", "scored", "mean_test", "std_test", "delta", "ci_low", "ci_high", "p_adjusted",
+                   "effect"]
         create_table_artifact(key="ablation-results", table=summary[columns].round(4).to_dict("records"),
                               description=outcome.headline)
         create_markdown_artifact(key="ablation-verdict", markdown=verdict_markdown(

@@ -33,8 +33,9 @@ def fake_records(seeds=3, gains=None, failed=()):
         base = 0.80 + 0.01 * cell.config.seed
         best = base + gains.get(cell.variant, 0.0) + (0.002 * cell.config.seed if cell.variant in gains else 0.0)
         curve = [best - 0.1, best - 0.02, best]
-        records.append(record | {"status": "ok", "error": "", "error_detail": "", "best_val_accuracy": best,
-                                 "final_val_accuracy": best, "final_train_accuracy": best + 0.05, "epochs": 3,
+        records.append(record | {"status": "ok", "error": "", "error_detail": "", "test_accuracy": best,
+                                 "val_accuracy_at_best": best + 0.01, "best_epoch": 3, "final_val_accuracy": best,
+                                 "final_train_accuracy": best + 0.05, "epochs": 3,
                                  "seconds": 1.5, "worker": f"slot-{cell.config.seed % 2}",
                                  "history": {"accuracy": curve, "val_accuracy": curve, "loss": [1, 0.5, 0.4],
                                              "val_loss": [1, 0.6, 0.5]}})
@@ -87,8 +88,9 @@ def test_failed_cells_are_left_out_and_counted():
 
 def test_results_table_has_the_documented_columns_first():
     table = results_table(fake_records(seeds=1))
-    assert list(table.columns[:9]) == ["axis", "variant", "seed", "status", "best_val_accuracy",
-                                       "final_val_accuracy", "final_train_accuracy", "epochs", "seconds"]
+    assert list(table.columns[:11]) == ["axis", "variant", "seed", "status", "test_accuracy", "val_accuracy_at_best",
+                                        "best_epoch", "final_val_accuracy", "final_train_accuracy", "epochs",
+                                        "seconds"]
 
 
 def test_mean_curves_pad_early_stopped_runs():
@@ -107,8 +109,12 @@ def test_report_puts_the_verdict_first_holds_every_variant_and_is_self_contained
     results = results_table(records)
     summary = summarise(results)
     gate = GateResult("pass", [CheckResult("no_nan_pixels", "critical", True, "0 of 100 images", "why")], 100)
-    page = render_report(RUN, gate, summary, verdict(summary), mean_curves(records), results)
+    warned = RUN | {"warnings": ["Your model prepares its own input (Rescaling(scale=0.00392, offset=0))"],
+                    "parameters": {"val_fraction": 0.2, "fixed_split": False}}
+    page = render_report(warned, gate, summary, verdict(summary), mean_curves(records), results)
     assert page.index("helps most") < page.index("Data-quality gate")
+    assert page.index("Your model prepares its own input") < page.index("Data-quality gate")  # the first screen
+    assert "less a validation share (20% of it, stratified)" in page and "the validation share (--fixed-split" in page
     for variant in summary["variant"]:
         assert variant in page
     assert page.count("data:image/png;base64,") == 8  # per axis: the effects with intervals, the curves
@@ -141,9 +147,9 @@ def test_every_variant_gets_an_interval_of_its_mean_accuracy_inside_0_to_1():
     values = np.array([0.80, 0.81, 0.82])  # fake_records' baseline accuracies for seeds 0..2
     logits = np.log(values / (1 - values))
     half = 4.302652729911275 * logits.std(ddof=1) / math.sqrt(3)  # t(0.975, 2), on the logit scale
-    assert base["best_ci_low"] == pytest.approx(1 / (1 + np.exp(-(logits.mean() - half))))
-    assert base["final_ci_high"] == pytest.approx(1 / (1 + np.exp(-(logits.mean() + half))))
-    assert 0 < summary["best_ci_low"].min() and summary["best_ci_high"].max() < 1
+    assert base["test_ci_low"] == pytest.approx(1 / (1 + np.exp(-(logits.mean() - half))))
+    assert base["test_ci_high"] == pytest.approx(1 / (1 + np.exp(-(logits.mean() + half))))
+    assert 0 < summary["test_ci_low"].min() and summary["test_ci_high"].max() < 1
     assert set(summary["test"].dropna()) <= {"", "paired t-test"}
 
 
@@ -162,7 +168,7 @@ def test_the_aa_control_is_the_baseline_trained_again_independently_and_kept_out
     for cell in expand_grid(axes=[], seeds=3, epochs=3, aa=True)[3:]:
         noise = [0.004, -0.003, 0.001][cell.config.seed]
         records.append(next(r for r in records if r["axis"] == "baseline" and r["seed"] == cell.config.seed)
-                       | cell.to_dict() | {"best_val_accuracy": 0.80 + 0.01 * cell.config.seed + noise})
+                       | cell.to_dict() | {"test_accuracy": 0.80 + 0.01 * cell.config.seed + noise})
     summary = summarise(results_table(records))
     outcome = verdict(summary)
     assert outcome.control is not None and outcome.control["effect"] == UNCLEAR
@@ -239,7 +245,7 @@ def test_the_runs_index_lists_every_run_newest_first_and_charts_each_deployment(
     def run(name, started, deployment, base, gain, dataset="digits"):
         (tmp_path / name).mkdir()
         best = {"axis": "dropout", "variant": "dropout 0.5", "delta": gain, "ci_low": gain / 2,
-                "ci_high": gain * 1.5, "mean_best": base + gain} if gain else None
+                "ci_high": gain * 1.5, "mean_test": base + gain} if gain else None
         (tmp_path / name / "summary.json").write_text(json.dumps(
             {"dataset": dataset, "status": "done", "started": started, "headline": f"headline {name}",
              "gate": "pass", "deployment": deployment, "baseline_accuracy": base, "best": best}))

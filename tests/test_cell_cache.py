@@ -24,9 +24,9 @@ def test_finished_cells_round_trip_and_failed_or_damaged_ones_do_not(tmp_path):
 def test_models_of_the_best_variant_or_all_of_them_are_exported(tmp_path):
     from tasks.training.cell_cache import export_models
 
-    records = [{"axis": "dropout", "variant": v, "seed": s, "status": "ok", "best_val_accuracy": acc}
+    records = [{"axis": "dropout", "variant": v, "seed": s, "status": "ok", "val_accuracy_at_best": acc}
                for v, acc in (("low", 0.5), ("high", 0.9)) for s in (0, 1)]
-    records.append({"axis": "dropout", "variant": "broken", "seed": 0, "status": "failed", "best_val_accuracy": 1})
+    records.append({"axis": "dropout", "variant": "broken", "seed": 0, "status": "failed", "val_accuracy_at_best": 1})
     keys = {f"dropout/{r['variant']}/seed{r['seed']}": f"k{i}" for i, r in enumerate(records)}
     slugs = {key: key.replace("/", "-") for key in keys}
     for key in keys.values():

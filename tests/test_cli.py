@@ -100,7 +100,7 @@ def test_suite_option_selects_another_suite_and_a_bad_one_is_exit_2(prefect_serv
 
 
 @pytest.mark.parametrize("args", [["run", "--epochs", "0"], ["run", "--axes", "height"], ["run", "--image-size", "x"],
-                                  ["validate", "--image-size", "100000"], ["run", "--val-fraction", "1.5"],
+                                  ["validate", "--image-size", "100000"], ["run", "--test-fraction", "1.5"],
                                   ["frobnicate"]])
 def test_usage_errors_exit_2(args):
     result = ablate(*args)

@@ -53,9 +53,9 @@ def test_folder_with_train_and_test(image_folder):
     assert data.x_train.shape[1:] == (16, 16, 1)
 
 
-def test_folder_without_test_holds_out_val_fraction(tmp_path):
+def test_folder_without_test_holds_out_test_fraction(tmp_path):
     root = write_image_folder(tmp_path / "d", per_class=10, test=False)
-    data = load_dataset(str(root), val_fraction=0.3)
+    data = load_dataset(str(root), test_fraction=0.3)
     assert np.bincount(data.y_test).tolist() == [3, 3, 3]
     assert np.bincount(data.y_train).tolist() == [7, 7, 7]
 

@@ -21,7 +21,7 @@ def test_ablation_end_to_end_on_a_digits_slice(prefect_server, tmp_path):
     results = pd.read_csv(run_dir / "results.csv")
     expected = {(c.axis, c.variant, c.config.seed) for c in expand_grid(seeds=2, epochs=1)}
     assert set(zip(results["axis"], results["variant"], results["seed"])) == expected
-    assert (results["status"] == "ok").all() and results["best_val_accuracy"].between(0, 1).all()
+    assert (results["status"] == "ok").all() and results["test_accuracy"].between(0, 1).all()
     for variant in results["variant"].unique():
         assert variant in page
     assert page.index("class='verdict") < page.index("Data-quality gate")
@@ -33,7 +33,8 @@ def test_ablation_end_to_end_on_a_digits_slice(prefect_server, tmp_path):
     assert len(pd.read_csv(run_dir / "history.csv")) == results["epochs"].sum()  # tidy: a row per cell and epoch
     assert summary["flow_run_id"] in page and "Keras backend" in page and "TensorFlow" in page  # run facts
     assert "Best change against the baseline" in page and "Images the change fixed" in page
-    means = results[results["status"] == "ok"].groupby(["axis", "variant"])["best_val_accuracy"].mean()
+    # the models kept are the variant validation chose, never the test split
+    means = results[results["status"] == "ok"].groupby(["axis", "variant"])["val_accuracy_at_best"].mean()
     slugs = {f"{c.slug}.keras": (c.axis, c.variant) for c in expand_grid(seeds=2, epochs=1)}
     kept = {slugs[p.name] for p in (run_dir / "models").glob("*.keras")}
     assert len(list((run_dir / "models").glob("*.keras"))) == 2  # both seeds of one variant: the best one
@@ -47,7 +48,7 @@ def test_ablation_end_to_end_on_a_digits_slice(prefect_server, tmp_path):
     again_dir = tmp_path / again["run_dir"].split("/")[-1]
     assert again["cached"] == again["cells"] == len(results) and not (again_dir / "logs").exists()
     reused = pd.read_csv(again_dir / "results.csv")
-    assert reused["cached"].all() and reused["best_val_accuracy"].tolist() == results["best_val_accuracy"].tolist()
+    assert reused["cached"].all() and reused["test_accuracy"].tolist() == results["test_accuracy"].tolist()
     assert "(cached)" in (again_dir / "index.html").read_text()
     # --fresh trains again (another epoch count is another cell too: tests/test_cell_cache.py).
     assert ablation(dataset="digits", epochs=1, seeds=1, limit=100, axes=["dropout"], out=tmp_path,
@@ -138,11 +139,11 @@ def test_a_crashed_cell_is_retried_once_and_a_timed_out_one_is_not(prefect_serve
 def test_progress_line_counts_done_running_failed_cached_and_time():
     from flows.ablation import progress_line
 
-    ok = {"axis": "depth", "variant": "1 block x16", "seed": 1, "status": "ok", "best_val_accuracy": 0.961,
+    ok = {"axis": "depth", "variant": "1 block x16", "seed": 1, "status": "ok", "test_accuracy": 0.961,
           "seconds": 4.2}
     failed = ok | {"status": "failed", "error": "timed out after 5 s"}
     line = progress_line([ok, failed, ok], total=10, elapsed=30.0, cached=3, slots=2)
-    assert line == ("[3/10] depth: 1 block x16 seed 1 ok, best val acc 96.1% (4.2 s) | 2 running | 1 failed | "
+    assert line == ("[3/10] depth: 1 block x16 seed 1 ok, test acc 96.1% (4.2 s) | 2 running | 1 failed | "
                     "3 cached | 30 s elapsed, ~70 s left")
     assert progress_line([ok], total=1, elapsed=4.0).endswith("| 4 s elapsed")
 

@@ -10,7 +10,7 @@ from tasks.data.store import load_cache, save_cache
 from tasks.training.grid import BASELINE, expand_grid
 from tasks.training.models import build_model
 from tasks.training.feed import normalize
-from tasks.training.train import train_cell
+from tasks.training.train import config_of, train_cell, validation_carve
 
 
 def layer_types(model):
@@ -59,7 +59,9 @@ def test_train_cell_returns_a_small_record_with_history(tiny_dataset):
     record = train_cell(cell.to_dict(), tiny_dataset)
     assert record["status"] == "ok" and record["epochs"] == 2
     assert len(record["history"]["val_accuracy"]) == 2
-    assert 0 <= record["best_val_accuracy"] <= 1 and record["best_val_accuracy"] == max(record["history"]["val_accuracy"])
+    val = record["history"]["val_accuracy"]
+    assert 0 <= record["test_accuracy"] <= 1 and record["val_accuracy_at_best"] == max(val)
+    assert record["best_epoch"] == val.index(max(val)) + 1
     assert record["seconds"] > 0 and record["variant"] == "baseline"
 
 
@@ -71,7 +73,7 @@ def test_same_seed_gives_the_same_result(tiny_dataset):
 def test_a_crashing_cell_becomes_a_failed_record(tiny_dataset):
     cell = expand_grid(["dropout"], seeds=1, epochs=1)[0].to_dict() | {"normalization": "bogus"}
     record = train_cell(cell, tiny_dataset)
-    assert record["status"] == "failed" and "bogus" in record["error"] and math.isnan(record["best_val_accuracy"])
+    assert record["status"] == "failed" and "bogus" in record["error"] and math.isnan(record["test_accuracy"])
 
 
 def test_nan_loss_is_recorded_as_diverged(tmp_path):
@@ -96,7 +98,7 @@ def test_train_cell_writes_history_csv_tensorboard_logs_and_the_best_model(tiny_
     data = load_cache(tiny_dataset)
     x_test = normalize(data.x_train, data.x_test, cell.config.normalization)[1]
     predicted = model.predict(x_test, verbose=0).argmax(axis=1)
-    assert np.isclose((predicted == data.y_test).mean(), record["best_val_accuracy"], atol=1e-6)
+    assert np.isclose((predicted == data.y_test).mean(), record["test_accuracy"], atol=1e-6)
 
 
 def test_a_cell_past_its_time_limit_stops_between_batches_and_fails_as_timed_out(tiny_dataset):
@@ -180,13 +182,15 @@ def test_the_model_check_builds_in_a_process_of_its_own_and_prints_nothing():
     import sys
 
     script = ("import sys\nfrom tasks.training.model_check import UserModelError, check_model\n"
-              "check_model('tests.user_models:small_mlp', (8, 8, 1), 4, 'tensorflow')\n"
+              "print(check_model('tests.user_models:small_mlp', (8, 8, 1), 4, 'tensorflow'))\n"
+              "print(check_model('tests.user_models:keras_io_cnn', (8, 8, 1), 4, 'tensorflow'))\n"
               "try:\n    check_model('tests.user_models:wrong_classes', (8, 8, 1), 4, 'tensorflow')\n"
               "except UserModelError as error:\n    print(error)\n"
               "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
     assert result.stdout.splitlines() == [
+        "None", "Rescaling(scale=0.00392, offset=0)",  # how each model prepares its own input
         "--model tests.user_models:wrong_classes outputs shape (3,) per image; the data has 4 classes, so it must "
         "output (4,)", "[]"]
 
@@ -243,7 +247,31 @@ def test_a_dataset_too_big_to_copy_trains_from_the_memmap_batch_by_batch(tiny_da
     record = train_cell(cell_dict, tiny_dataset, model_path=str(tmp_path / "best.keras"))
     assert record["status"] == "ok" and record["epochs"] == 2
     data = load_cache(tiny_dataset)
+    fit_rows, _ = validation_carve(data.y_train, data.class_names, config_of(cell_dict))
+    shift, scale = feed.normalization(data.x_train, fit_rows, "standardize")  # from the rows it trained on
     predicted = keras.models.load_model(tmp_path / "best.keras").predict(
-        normalize(data.x_train, data.x_test, "standardize")[1], verbose=0).argmax(axis=1)
-    assert np.isclose((predicted == data.y_test).mean(), record["best_val_accuracy"], atol=1e-6)
-    assert record["val_predictions"] == predicted.tolist()
+        feed.apply(data.x_test, shift, scale), verbose=0).argmax(axis=1)
+    assert np.isclose((predicted == data.y_test).mean(), record["test_accuracy"], atol=1e-6)
+    assert record["test_predictions"] == predicted.tolist()
+
+
+def test_each_seed_carves_its_own_stratified_validation_share_from_training_and_variants_of_a_seed_share_it():
+    labels = np.repeat(np.arange(4), 25)
+    names = ["a", "b", "c", "d"]
+    carve = lambda **change: validation_carve(labels, names, replace(BASELINE, **change))  # noqa: E731
+    fit, val = carve(seed=0)
+    assert len(set(fit) | set(val)) == 100 and not set(fit) & set(val)
+    assert np.bincount(labels[val]).tolist() == [5, 5, 5, 5]  # 20%, stratified
+    assert carve(seed=0, dropout=0.5)[1].tolist() == val.tolist()  # another variant, the same seed: paired
+    assert carve(seed=1)[1].tolist() != val.tolist()  # another seed, another carve: split variance counts
+    assert carve(seed=1, fixed_split=True)[1].tolist() == carve(seed=2, fixed_split=True)[1].tolist()
+    with pytest.raises(Exception, match="--val-fraction 0.01 leaves no image to validate"):
+        carve(val_fraction=0.01)
+
+
+def test_a_model_that_scales_its_own_input_is_warned_about_when_the_baseline_scales_too():
+    from flows.ablation import scaled_twice
+
+    (warning,) = scaled_twice("Rescaling(scale=0.00392, offset=0)", "scale")
+    assert "scaled twice" in warning and "raw 0-255" in warning
+    assert scaled_twice("Rescaling(scale=0.00392, offset=0)", "raw") == [] and scaled_twice(None, "scale") == []

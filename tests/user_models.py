@@ -20,3 +20,15 @@ def wrong_classes(input_shape, num_classes):
 
 def broken(input_shape, num_classes):
     raise RuntimeError("forgot to return the model")
+
+
+def keras_io_cnn(input_shape, num_classes):
+    """Written the keras-io way ("Simple MNIST convnet", "Image classification from scratch"): the model scales
+    its own input, so pixels must come to it as 0-255."""
+    return keras.Sequential([
+        keras.Input(shape=input_shape),
+        layers.Rescaling(1.0 / 255),
+        layers.Conv2D(8, 3, activation="relu"),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(num_classes, activation="softmax"),
+    ])

@@ -32,7 +32,7 @@ SPLIT_SEED = 0  # held-out split and --limit sampling are deterministic, so a da
 def load_dataset(
     spec: str,
     image_size: tuple[int, int] | None = None,
-    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
     limit: int | None = None,
     cache: Path | None = None,
     progress: Progress | None = None,
@@ -43,17 +43,17 @@ def load_dataset(
     ``cache`` (a folder), a decoded image folder is kept there, memory-mapped, and reused while no file changes;
     ``progress`` hears how the reading and decoding of a folder advance.
     """
-    if not 0 < val_fraction < 1:
-        raise DatasetError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    if not 0 < test_fraction < 1:
+        raise DatasetError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
     if limit is not None and limit < 1:
         raise DatasetError(f"--limit must be a positive number of images, got {limit}")
     kind, path = resolve_source(spec)
     if kind == "digits":
-        data = _load_digits(image_size or DIGITS_SIZE, val_fraction)
+        data = _load_digits(image_size or DIGITS_SIZE, test_fraction)
     elif kind == "npz":
         data = _load_npz(path, image_size)
     else:
-        data = _load_folder(path, image_size, val_fraction, limit, cache, progress)
+        data = _load_folder(path, image_size, test_fraction, limit, cache, progress)
     return _limit(data, limit) if limit else data
 
 
@@ -76,14 +76,14 @@ def resolve_source(spec: str) -> tuple[str, Path | None]:
     return "folder", path
 
 
-def _load_digits(size: tuple[int, int], val_fraction: float) -> Dataset:
+def _load_digits(size: tuple[int, int], test_fraction: float) -> Dataset:
     from sklearn.datasets import load_digits  # ships with scikit-learn: no download
 
     digits = load_digits()
     pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]  # 0-16 -> 0-255
     labels = digits.target.astype(np.int64)
     ids = np.array([f"digits[{i}]" for i in range(len(labels))])
-    test = holdout_mask(labels, val_fraction, SPLIT_SEED)
+    test = holdout_mask(labels, test_fraction, SPLIT_SEED)
     shapes = np.tile(pixels.shape[1:], (len(labels), 1))
     x = resize_images(pixels, size)
     return Dataset("digits", x[~test], labels[~test], x[test], labels[test], [str(d) for d in range(10)],
@@ -198,7 +198,7 @@ def _iter_class_dirs(root: Path):
         yield from (d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith("."))
 
 
-def _load_folder(root: Path, image_size: tuple[int, int] | None, val_fraction: float, limit: int | None,
+def _load_folder(root: Path, image_size: tuple[int, int] | None, test_fraction: float, limit: int | None,
                  cache: Path | None, progress: Progress | None) -> Dataset:
     train_root = _split_folder(root, ("train",)) or root
     test_root = _split_folder(root, HELD_OUT_NAMES) if train_root != root else None
@@ -208,7 +208,7 @@ def _load_folder(root: Path, image_size: tuple[int, int] | None, val_fraction: f
     for split, split_root in roots.items():
         if not any(f.split == split for f in files):
             raise DatasetError(f"no images in {split_root} (expected {split_root}/<class>/*.png or .jpg)")
-    return load_folder(root, files, outside, roots, class_names, image_size, val_fraction, limit, SPLIT_SEED,
+    return load_folder(root, files, outside, roots, class_names, image_size, test_fraction, limit, SPLIT_SEED,
                        cache, progress)
 
 

@@ -31,13 +31,13 @@ FOLDER_CACHE_VERSION = 6  # bump when decoding changes, so no cached decode from
 
 
 def load_folder(root: Path, files: list[ImageFile], outside: list[tuple], roots: dict[str, Path],
-                class_names: list[str], image_size: tuple[int, int] | None, val_fraction: float,
+                class_names: list[str], image_size: tuple[int, int] | None, test_fraction: float,
                 limit: int | None, split_seed: int, cache: Path | None, progress: Progress | None = None) -> Dataset:
     """Decode ``files`` (from `scan_folder`) into a `Dataset` whose pixels are memory-mapped from ``cache``.
 
     Without a cache (tests, the Python API) the pixels are decoded through a temporary folder into memory.
     """
-    key = listing_key(files, outside, class_names, image_size, val_fraction, limit)
+    key = listing_key(files, outside, class_names, image_size, test_fraction, limit)
     cached = _cached_folder(cache, key)
     if cached is not None:
         return cached
@@ -51,7 +51,7 @@ def load_folder(root: Path, files: list[ImageFile], outside: list[tuple], roots:
             raise DatasetError(f"no readable images in {root} ({len(failed)} unreadable)")
         size = working_size([headers[i][:2] for i in ok], image_size)
         mode = "L" if all(headers[i][3] in GRAY_MODES for i in ok) else "RGB"
-        rows = _split_rows([files[i] for i in ok], "test" in roots, val_fraction, limit, split_seed)
+        rows = _split_rows([files[i] for i in ok], "test" in roots, test_fraction, limit, split_seed)
         staging = new_staging(cache / "datasets") if cache is not None else Path(tempfile.mkdtemp(prefix="ablate-"))
         path = None
         try:
@@ -68,7 +68,7 @@ def load_folder(root: Path, files: list[ImageFile], outside: list[tuple], roots:
     return load_cache(path)
 
 
-def _split_rows(files: list[ImageFile], has_test: bool, val_fraction: float, limit: int | None,
+def _split_rows(files: list[ImageFile], has_test: bool, test_fraction: float, limit: int | None,
                 seed: int) -> dict[str, np.ndarray]:
     """Indices into ``files`` per split: the test folder's files, or a stratified held-out share of the
     training files; then at most ``limit`` per split, each class keeping its share. Chosen from the labels
@@ -76,9 +76,9 @@ def _split_rows(files: list[ImageFile], has_test: bool, val_fraction: float, lim
     split = np.array([f.split for f in files])
     labels = np.array([f.label for f in files], dtype=np.int64)
     if not has_test:
-        split = np.where(holdout_mask(labels, val_fraction, seed), "test", "train")
+        split = np.where(holdout_mask(labels, test_fraction, seed), "test", "train")
         if not (split == "test").any():
-            raise DatasetError(f"--val-fraction {val_fraction} holds out no image: each class has too few images "
+            raise DatasetError(f"--test-fraction {test_fraction} holds out no image: each class has too few images "
                                "for it (use a larger fraction, or a test/ folder)")
     rows = {}
     for name in ("train", "test"):
@@ -150,13 +150,13 @@ def _in_memory(data: Dataset) -> Dataset:
     return data
 
 
-def listing_key(files: list[ImageFile], outside: list, class_names: list[str], image_size, val_fraction: float,
+def listing_key(files: list[ImageFile], outside: list, class_names: list[str], image_size, test_fraction: float,
                 limit: int | None) -> str:
     """A hash of every file's path, size and modification time, and of the options that shape the decode.
 
     It changes whenever a file is added, removed, replaced or touched, so a cached decode is never stale.
     """
-    options = f"{FOLDER_CACHE_VERSION}|{image_size or WORKING_SIDE}|{val_fraction}|{limit}|{class_names}"
+    options = f"{FOLDER_CACHE_VERSION}|{image_size or WORKING_SIDE}|{test_fraction}|{limit}|{class_names}"
     digest = hashlib.sha256(options.encode())
     for f in files:
         digest.update(f"{f.split}|{f.label}|{f.path}|{f.size}|{f.mtime_ns}\n".encode())

@@ -20,15 +20,16 @@ from tasks.errors import NOT_APPLICABLE
 from tasks.report import statistics
 from tasks.training.grid import AA_AXIS, AXES, BASELINE_AXIS, baseline_value
 
-RESULT_COLUMNS = ["axis", "variant", "seed", "status", "best_val_accuracy", "final_val_accuracy",
-                  "final_train_accuracy", "epochs", "seconds", "worker", "cached", "error"]
+RESULT_COLUMNS = ["axis", "variant", "seed", "status", "test_accuracy", "val_accuracy_at_best", "best_epoch",
+                  "final_val_accuracy", "final_train_accuracy", "epochs", "seconds", "worker", "cached", "error"]
+METRIC = "test_accuracy"  # what the verdict compares: scored once per cell, at the epoch validation chose
 SCORED = ("ok", "diverged")  # a diverged run still measured an accuracy: evidence that the change hurts
 HELPS, HURTS, UNCLEAR, NO_CONFIDENCE = "helps", "hurts", "no clear difference", "one seed: no confidence"
 
 
 def results_table(records: list[dict]) -> pd.DataFrame:
     """One row per cell with the columns of results.csv first, then the cell's config."""
-    table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("history", "val_predictions")} for r in records])
+    table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("history", "test_predictions")} for r in records])
     config_columns = [c for c in table.columns if c not in RESULT_COLUMNS + ["error_detail"]]
     return table.reindex(columns=RESULT_COLUMNS + config_columns + ["error_detail"])
 
@@ -43,12 +44,13 @@ def history_table(records: list[dict]) -> pd.DataFrame:
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: seeds scored; mean and spread of best and final validation accuracy with intervals inside
-    0-1; and against the baseline, the paired difference on shared seeds judged by the run's one decision rule
-    (`statistics`): a paired test, Holm-adjusted over every comparison of the run, its interval at the level
-    Holm tested it at, the share of seeds on which the variant won, and the seeds 80% power would need."""
+    """Per variant: seeds scored; mean and spread of test accuracy (and of validation accuracy at the chosen
+    epoch) with intervals inside 0-1; and against the baseline, the paired difference on shared seeds judged by
+    the run's one decision rule (`statistics`): a paired test, Holm-adjusted over every comparison of the run,
+    its interval at the level Holm tested it at, the share of seeds on which the variant won, and the seeds 80%
+    power would need."""
     scored = results[results["status"].isin(SCORED)]
-    baseline = scored[scored["axis"] == BASELINE_AXIS].set_index("seed")["best_val_accuracy"]
+    baseline = scored[scored["axis"] == BASELINE_AXIS].set_index("seed")[METRIC]
     rows, differences = [], {}
     for (axis, variant), group in results.groupby(["axis", "variant"], sort=False):
         ok = group[group["status"].isin(SCORED)]
@@ -56,10 +58,10 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
                "failed": int((group["status"] == "failed").sum()),
                "diverged": int((group["status"] == "diverged").sum()),
                "mean_seconds": float(ok["seconds"].mean()) if len(ok) else math.nan}
-        for which in ("best", "final"):
-            row |= mean_interval(ok[f"{which}_val_accuracy"].dropna().to_numpy(), which)
+        for which, column in (("test", METRIC), ("val", "val_accuracy_at_best")):
+            row |= mean_interval(ok[column].dropna().to_numpy(), which)
         if axis != BASELINE_AXIS:
-            paired = (ok.set_index("seed")["best_val_accuracy"] - baseline).dropna().to_numpy()
+            paired = (ok.set_index("seed")[METRIC] - baseline).dropna().to_numpy()
             differences[len(rows)] = paired
             test, p_value = statistics.paired_p(paired)
             row |= {"pairs": len(paired), "delta": float(paired.mean()) if len(paired) else math.nan,
@@ -174,7 +176,7 @@ def verdict(summary: pd.DataFrame) -> Verdict:
         notes.append(f"{failed} training run(s) failed and are left out; see the table of all runs.")
     if helps:
         best = helps[0]
-        headline = (f"{_describe(best)} helps most: +{best['delta'] * 100:.1f} points of best validation accuracy "
+        headline = (f"{_describe(best)} helps most: +{best['delta'] * 100:.1f} points of test accuracy "
                     f"over the baseline ({interval_words(best)}, {int(best['pairs'])} seeds).")
     elif len(changes) and changes["delta"].notna().any():
         top = changes.iloc[0]

@@ -1,5 +1,5 @@
 """The report's "best change against the baseline" section: confusion matrices over the shared seeds and the
-validation images the change fixed (the baseline wrong, the change right, on the same seed)."""
+test images the change fixed (the baseline wrong, the change right, on the same seed)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tasks.training.grid import AA_AXIS, BASELINE_AXIS
 MAX_MATRIX_CLASSES = 20  # beyond this a matrix's labels are unreadable; the top confusions are listed instead
 FIXED_IMAGES = 16
 
-Predictions = dict[tuple[str, str, int], list[int]]  # (axis, variant, seed) -> class per validation image
+Predictions = dict[tuple[str, str, int], list[int]]  # (axis, variant, seed) -> class per test image
 
 
 def best_change(verdict: Verdict, summary: pd.DataFrame) -> dict | None:
@@ -30,7 +30,7 @@ def best_change(verdict: Verdict, summary: pd.DataFrame) -> dict | None:
 
 def comparison_view(verdict: Verdict, summary: pd.DataFrame, predictions: Predictions, data: Dataset,
                     drawer: ImageDrawer | None = None) -> dict | None:
-    """The best change against the baseline on the validation images, over the seeds both trained; None when
+    """The best change against the baseline on the test images, over the seeds both trained; None when
     there is no change, or no predictions to compare."""
     best = best_change(verdict, summary)
     if best is None:
@@ -85,6 +85,6 @@ def _fixed(truth, labelled, pair, seed: int, drawer: ImageDrawer) -> dict:
 
 
 def predictions_of(records: list[dict]) -> Predictions:
-    return {(r["axis"], r["variant"], int(r["seed"])): r["val_predictions"] for r in records
-            if r.get("val_predictions") and not (isinstance(r.get("best_val_accuracy"), float)
-                                                  and math.isnan(r["best_val_accuracy"]))}
+    return {(r["axis"], r["variant"], int(r["seed"])): r["test_predictions"] for r in records
+            if r.get("test_predictions") and not (isinstance(r.get("test_accuracy"), float)
+                                                   and math.isnan(r["test_accuracy"]))}

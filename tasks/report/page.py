@@ -38,7 +38,8 @@ def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | No
     resolution = (run.get("data") or {}).get("resolution")  # "trained at 128x96 from originals of ...": first screen
     return render(
         "report.html", run={"dataset": run["dataset"], "run_id": run["run_id"], "started": run.get("started", "")},
-        verdict=verdict_view(gate, verdict, summary) | {"resolution": resolution} if verdict is not None else None,
+        verdict=(verdict_view(gate, verdict, summary) | {"resolution": resolution} | protocol_words(run)
+                 if verdict is not None else None),
         stopped=stopped_view(run, gate) | {"resolution": resolution} if verdict is None else None,
         facts=[(name, str(value)) for name, value in (run.get("data") or {}).items()],
         gate=gate_view(gate, drawer, run.get("data_docs_link")) if gate is not None else None,
@@ -64,12 +65,23 @@ def verdict_view(gate: GateResult | None, verdict: Verdict, summary: pd.DataFram
             else 0}
 
 
+def protocol_words(run: dict) -> dict:
+    """The validation share and what varies between seeds, as the first screen's footnote says them."""
+    parameters = run.get("parameters") or {}
+    warnings = list(run.get("warnings") or [])
+    share = parameters.get("val_fraction")
+    fixed = parameters.get("fixed_split", False)
+    return {"warnings": warnings, "protocol": f"{share:.0%} of it, stratified" if share else "a stratified share",
+            "varies": " and the validation share (--fixed-split keeps one)" if not fixed else
+                      " (not the validation share: --fixed-split)"}
+
+
 def key_facts(gate: GateResult | None, verdict: Verdict, summary: pd.DataFrame | None) -> list[dict]:
     """The first screen's three numbers: the gate's status, the baseline's accuracy, the best change's gain."""
     facts = [{"label": "data-quality gate", "value": gate.status if gate else "not run", "interval": None}]
     base = summary[summary["axis"] == BASELINE_AXIS].to_dict("records") if summary is not None else []
     if base:
-        facts.append({"label": "baseline best val accuracy"} | mean_ci(base[0], "best"))
+        facts.append({"label": "baseline test accuracy"} | mean_ci(base[0], "test"))
     if verdict.helps:
         best = verdict.helps[0]
         facts.append({"label": f"best change: {best['variant']}", "value": f"{best['delta'] * 100:+.1f} points",
@@ -108,8 +120,8 @@ def axis_view(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -
         found += [{"name": name, "sentence": d.sentence} for d in diagnoses.get((row["axis"], row["variant"]), [])]
         if (row["axis"], row["variant"]) in curves:
             plotted.append((name, curves[(row["axis"], row["variant"])]))
-        rows.append({"name": name, "seeds": f"{row['scored']}/{row['cells']}", "best": mean_ci(row, "best"),
-                     "sd": pct(row["std_best"]), "final": mean_ci(row, "final"),
+        rows.append({"name": name, "seeds": f"{row['scored']}/{row['cells']}", "accuracy": mean_ci(row, "test"),
+                     "sd": pct(row["std_test"]), "val": mean_ci(row, "val"),
                      "delta": "" if is_base else delta_cell(row),
                      "p": None if is_base or not row.get("test") else f"{row['p_adjusted']:.2g}",
                      "test": row.get("test") or "", "effect": None if is_base else row["effect"],
@@ -147,7 +159,8 @@ def runs_view(results: pd.DataFrame) -> list[dict]:
     """Every training run, failures with their reasons."""
     return [{"axis": r["axis"], "variant": r["variant"], "seed": r["seed"],
              "status": f"{r['status']}{' (cached)' if r.get('cached') is True else ''}",
-             "best": pct(r["best_val_accuracy"]), "final": pct(r["final_val_accuracy"]),
+             "test": pct(r["test_accuracy"]), "val": pct(r["val_accuracy_at_best"]),
+             "epoch": r["best_epoch"],
              "train": pct(r["final_train_accuracy"]), "epochs": r["epochs"], "seconds": f"{r['seconds']:.1f}",
              "error": str(r["error"] or "")}
             for r in results.fillna({"error": ""}).to_dict("records")]

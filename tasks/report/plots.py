@@ -70,7 +70,7 @@ def effects_png(rows: list[dict]) -> str | None:
     ax.axvline(0, color="#889", linewidth=1)
     ax.set_yticks(range(len(rows)), [r["variant"] for r in rows])
     ax.invert_yaxis()
-    ax.set(xlabel="change in best validation accuracy vs baseline (points, 95% CI)")
+    ax.set(xlabel="change in test accuracy vs baseline (points, CI at the tested level)")
     ax.grid(axis="x", alpha=0.3)
     return figure_png(fig)
 

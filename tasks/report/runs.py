@@ -35,13 +35,13 @@ def run_summary(run: dict, gate_status: str | None, summary=None, outcome=None) 
               "gate": gate_status, "flow_run_id": run.get("flow_run_id"), "deployment": run.get("deployment"),
               "baseline_accuracy": None, "best": None, "timings": run.get("timings")}
     if summary is not None:
-        base = summary[summary["axis"] == "baseline"]["mean_best"]
+        base = summary[summary["axis"] == "baseline"]["mean_test"]
         record["baseline_accuracy"] = _number(base.iloc[0]) if len(base) else None
     if outcome is not None and outcome.helps:
         best = outcome.helps[0]
         record["best"] = {k: best[k] if isinstance(best[k], str) else _number(best[k])
                           for k in ("axis", "variant", "delta", "ci_low", "ci_high", "level", "p_adjusted", "test",
-                                    "beats", "mean_best")}
+                                    "beats", "mean_test")}
     return record
 
 
@@ -88,7 +88,7 @@ def _scheduled(runs: list[tuple[str, dict]]) -> dict[str, list[dict]]:
 def _trend(deployment: str, points: list[dict]) -> str:
     when = [datetime.strptime(p["started"], "%Y-%m-%d %H:%M UTC") for p in points]
     base = [p["baseline_accuracy"] * 100 for p in points]
-    best = [(p["best"]["mean_best"] if p.get("best") else p["baseline_accuracy"]) * 100 for p in points]
+    best = [(p["best"]["mean_test"] if p.get("best") else p["baseline_accuracy"]) * 100 for p in points]
     return trend_png(deployment, when, base, best)
 
 

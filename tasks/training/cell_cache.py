@@ -1,6 +1,7 @@
 """Finished training cells, kept by what they depend on, so a rerun trains only what is missing.
 
-A cell's key hashes the dataset's fingerprint, the cell's whole config (seed and epochs included), the Keras
+A cell's key hashes the dataset's fingerprint, the cell's whole config (seed, epochs and the protocol's
+validation share and carve included), the Keras
 backend and the version of the training code (a hash of the modules that build and fit the model, and of the
 user's model module with --model). Change any
 of these and the cell trains again; change none and its record is reused, in this run or any later one. Failed
@@ -79,7 +80,8 @@ def export_models(records: list[dict], keys: dict[str, str], slugs: dict[str, st
                   target: Path, keep_all: bool) -> list[Path]:
     """Copy the kept cells' best models (``<key>.keras`` in ``directory``) into ``target`` under readable names.
 
-    Kept: every seed of the variant with the highest mean best validation accuracy, or every cell with
+    Kept: every seed of the variant with the highest mean validation accuracy at its chosen epoch (chosen on
+    validation, never on the test split), or every cell with
     ``keep_all``. ``keys`` and ``slugs`` map a cell's grid key to its cache key and its file name.
     """
     scored = [r for r in records if r.get("status") in ("ok", "diverged")]
@@ -87,7 +89,7 @@ def export_models(records: list[dict], keys: dict[str, str], slugs: dict[str, st
         return []
     means: dict[tuple, list[float]] = {}
     for record in scored:
-        means.setdefault((record["axis"], record["variant"]), []).append(record["best_val_accuracy"])
+        means.setdefault((record["axis"], record["variant"]), []).append(record["val_accuracy_at_best"])
     best = max(means, key=lambda variant: sum(means[variant]) / len(means[variant]))
     kept = [r for r in scored if keep_all or (r["axis"], r["variant"]) == best]
     copied = []

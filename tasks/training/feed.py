@@ -100,17 +100,18 @@ def _random_access(x: np.ndarray) -> None:
         mapping.madvise(mmap.MADV_RANDOM)
 
 
-def fit_inputs(data, train_rows: np.ndarray, test_rows: np.ndarray, batch_size: int, shift: np.ndarray,
-               scale: np.ndarray, seed: int) -> tuple[dict, object]:
-    """The data arguments of ``model.fit`` for the rows ``train_rows`` and ``test_rows`` of ``data`` (a
-    `tasks.data.store.Dataset`), and the test split's input for ``model.predict``: normalised arrays when the
-    rows fit in ``IN_MEMORY_BYTES``, else `Batches` over the memmap."""
+def fit_inputs(data, fit_rows: np.ndarray, val_rows: np.ndarray, test_rows: np.ndarray, batch_size: int,
+               shift: np.ndarray, scale: np.ndarray, seed: int) -> tuple[dict, object]:
+    """The data arguments of ``model.fit`` (training on the rows ``fit_rows`` of the training split, validating
+    on its rows ``val_rows``) and the input for ``model.predict`` on the rows ``test_rows`` of the test split,
+    which training never sees: normalised arrays when the rows fit in ``IN_MEMORY_BYTES``, else `Batches` over
+    the memmap. ``data`` is a `tasks.data.store.Dataset`."""
     x_train, x_test = data.x_train, data.x_test
     per_row = int(np.prod(x_train.shape[1:])) * x_train.dtype.itemsize
-    if (len(train_rows) + len(test_rows)) * per_row <= IN_MEMORY_BYTES:
-        test = apply(x_test[test_rows], shift, scale)
-        return {"x": apply(x_train[train_rows], shift, scale), "y": data.y_train[train_rows],
-                "batch_size": batch_size, "validation_data": (test, data.y_test[test_rows])}, test
-    test = Batches(x_test, data.y_test, test_rows, 256, shift, scale)
-    train = Batches(x_train, data.y_train, train_rows, batch_size, shift, scale, seed=seed)
-    return {"x": train, "validation_data": test}, test
+    if (len(fit_rows) + len(val_rows) + len(test_rows)) * per_row <= IN_MEMORY_BYTES:
+        validation = (apply(x_train[val_rows], shift, scale), data.y_train[val_rows])
+        return {"x": apply(x_train[fit_rows], shift, scale), "y": data.y_train[fit_rows],
+                "batch_size": batch_size, "validation_data": validation}, apply(x_test[test_rows], shift, scale)
+    validation = Batches(x_train, data.y_train, val_rows, 256, shift, scale)
+    train = Batches(x_train, data.y_train, fit_rows, batch_size, shift, scale, seed=seed)
+    return {"x": train, "validation_data": validation}, Batches(x_test, data.y_test, test_rows, 256, shift, scale)

@@ -50,6 +50,11 @@ class TrainConfig:
     augmentation: tuple[str, ...] = ()  # of AUGMENTATIONS: Keras preprocessing layers, active in training only
     width: float = 1.0  # multiplies every conv and dense layer's units
     input_scale: float = 1.0  # images resized by this factor inside the model (a Resizing layer)
+    # The protocol: each seed trains on the training split less a stratified validation carve of this share
+    # (drawn from the seed, or from one fixed seed with ``fixed_split``), which early stopping, the learning-rate
+    # schedule and the best epoch read; the test split is scored once, with the best epoch's weights.
+    val_fraction: float = 0.2
+    fixed_split: bool = False
     model: str = ""  # "": the built-in CNN; "package.module:function": the user's builder (tasks.training.models)
     seed: int = 0
     # 0 for every cell but the A/A control's second run of the baseline (1): it draws its initial weights and

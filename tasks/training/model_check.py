@@ -23,10 +23,11 @@ class UserModelError(AblationError):
 
 
 def check_model(spec: str, input_shape: tuple[int, ...], num_classes: int, backend: str,
-                emit: Callable[[str, str], None] | None = None) -> None:
+                emit: Callable[[str, str], None] | None = None) -> str | None:
     """Raise UserModelError, saying what is wrong, unless the builder ``spec`` ("package.module:function")
-    imports, builds for ``input_shape`` and answers ``num_classes`` classes. With ``emit`` (--verbose), every
-    line the checking process printed, TensorFlow's INFO lines included, is handed to it afterwards."""
+    imports, builds for ``input_shape`` and answers ``num_classes`` classes; return how the model prepares its
+    own input (its Rescaling or Normalization layers), if it does. With ``emit`` (--verbose), every line the
+    checking process printed, TensorFlow's INFO lines included, is handed to it afterwards."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's state
     receive, send = context.Pipe(duplex=False)
     with tempfile.TemporaryDirectory(prefix="ablation-model-check-") as folder:
@@ -37,7 +38,7 @@ def check_model(spec: str, input_shape: tuple[int, ...], num_classes: int, backe
         process.start()
         send.close()
         try:
-            problem = receive.recv()
+            problem, preprocessing = receive.recv()
         except EOFError:  # it died before answering: out of memory, a crash in the framework
             process.join(5)
             raise UserModelError(f"--model {spec}: the process building it died (exit code {process.exitcode}): "
@@ -50,6 +51,7 @@ def check_model(spec: str, input_shape: tuple[int, ...], num_classes: int, backe
                 LogFollower(Path(folder), emit).read_new()
     if problem:
         raise UserModelError(problem)
+    return preprocessing
 
 
 def _check_here(send, spec: str, input_shape: tuple[int, ...], num_classes: int, backend: str, verbose: bool,
@@ -61,13 +63,13 @@ def _check_here(send, spec: str, input_shape: tuple[int, ...], num_classes: int,
     from tasks.training.models import check_user_model  # imports Keras, here only
 
     try:
-        check_user_model(spec, input_shape, num_classes)
+        preprocessing = check_user_model(spec, input_shape, num_classes)
     except UserModelError as exc:
-        send.send(str(exc))
+        send.send((str(exc), None))
     except Exception as exc:  # anything else the user's code raised while being checked
-        send.send(f"--model {spec}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        send.send((f"--model {spec}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", None))
     else:
-        send.send(None)
+        send.send((None, preprocessing))
 
 
 def _tail(log: str, lines: int = 3) -> str:

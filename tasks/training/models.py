@@ -119,8 +119,9 @@ def _wrap_user_model(input_shape: tuple[int, ...], num_classes: int, config: Tra
     return keras.Model(inputs, inner(_front(inputs, input_shape, config)), name="user_model")
 
 
-def check_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> None:
-    """Build the user's baseline model once, before any training: it must build and answer num_classes."""
+def check_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> str | None:
+    """Build the user's baseline model once, before any training: it must build and answer num_classes.
+    Returns how the model prepares its own input (`input_preprocessing`), if it does."""
     builder = load_builder(spec)
     try:
         model = builder(tuple(input_shape), num_classes)
@@ -137,3 +138,27 @@ def check_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) 
     if tuple(output.shape) != (1, num_classes):
         raise UserModelError(f"--model {spec} outputs shape {tuple(output.shape)[1:]} per image; the data has "
                              f"{num_classes} classes, so it must output ({num_classes},)")
+    return input_preprocessing(model)
+
+
+def input_preprocessing(model) -> str | None:
+    """The layers with which ``model`` scales its own input before its first learned layer, as words
+    ("Rescaling(scale=0.00392)", "Normalization"), or None. Many Keras models do (keras-io's examples start with
+    ``layers.Rescaling(1.0 / 255)``): the pipeline must then not scale the pixels a second time."""
+    found = []
+    for layer in _leading_layers(model):
+        if isinstance(layer, keras.layers.Rescaling):
+            found.append(f"Rescaling(scale={float(layer.scale):.3g}, offset={float(layer.offset):.3g})")
+        elif isinstance(layer, keras.layers.Normalization):
+            found.append("Normalization")
+        elif layer.weights:  # the first learned layer: what comes after it is not input preparation
+            break
+    return ", ".join(found) or None
+
+
+def _leading_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):  # a Sequential block of preprocessing inside a functional model
+            yield from _leading_layers(layer)
+        else:
+            yield layer

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.errors import NOT_APPLICABLE, NotApplicable
+from tasks.errors import NOT_APPLICABLE, DatasetError, NotApplicable
 from tasks.training.grid import TrainConfig
 
 _datasets: dict[str, object] = {}  # the last dataset loaded by this process: every cell of a run shares it
@@ -106,9 +106,9 @@ def schedule_callbacks(config: TrainConfig) -> list:
 
 def failed_record(cell: dict, error: str, detail: str = "") -> dict:
     nan = float("nan")
-    return {**cell, "status": "failed", "error": error, "error_detail": detail, "best_val_accuracy": nan,
-            "final_val_accuracy": nan, "final_train_accuracy": nan, "epochs": 0, "seconds": 0.0,
-            "history": {key: [] for key in HISTORY_KEYS}}
+    return {**cell, "status": "failed", "error": error, "error_detail": detail, "test_accuracy": nan,
+            "val_accuracy_at_best": nan, "best_epoch": 0, "final_val_accuracy": nan, "final_train_accuracy": nan,
+            "epochs": 0, "seconds": 0.0, "history": {key: [] for key in HISTORY_KEYS}}
 
 
 def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | None, tensorboard: bool,
@@ -121,13 +121,13 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
     config = config_of(cell)
     data = _dataset(dataset_path)
     _deterministic()
-    train_rows = np.flatnonzero(_labelled(data.y_train, data.class_names))
+    fit_rows, val_rows = validation_carve(data.y_train, data.class_names, config)
     test_rows = np.flatnonzero(_labelled(data.y_test, data.class_names))
-    shift, scale = normalization(data.x_train, train_rows, config.normalization)
+    shift, scale = normalization(data.x_train, fit_rows, config.normalization)  # from the rows it trains on
 
     keras.utils.set_random_seed(config.random_seed)  # same seed, same initial weights and data order across variants
     model = build_model(data.x_train.shape[1:], len(data.class_names), config)
-    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
+    steps_per_epoch = math.ceil(len(fit_rows) / config.batch_size)
     model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     best = _best_weights_callback()
@@ -139,15 +139,17 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
         callbacks.append(keras.callbacks.CSVLogger(str(Path(out_dir) / "history.csv")))
         if tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(out_dir) / "tensorboard")))
-    fit_data, test_input = fit_inputs(data, train_rows, test_rows, config.batch_size, shift, scale,
+    fit_data, test_input = fit_inputs(data, fit_rows, val_rows, test_rows, config.batch_size, shift, scale,
                                       config.random_seed)
     fit = model.fit(**fit_data, epochs=config.max_epochs, callbacks=callbacks, verbose=0)
     predictions: list[int] = []
+    test_accuracy = math.nan
     if best.weights is not None:
         model.set_weights(best.weights)
-        # The best epoch's class for every validation image: the report's confusion matrices and the images a
-        # change fixed. A few kB per cell, far less than the model.
+        # The test split, scored once, with the weights validation chose; no callback ever saw it. Its class for
+        # every test image also feeds the report's confusion matrices and the images a change fixed (a few kB).
         predictions = model.predict(test_input, batch_size=256, verbose=0).argmax(axis=1).tolist()
+        test_accuracy = float(np.mean(np.asarray(predictions) == data.y_test[test_rows]))
         if model_path:
             Path(model_path).parent.mkdir(parents=True, exist_ok=True)
             model.save(model_path)
@@ -159,12 +161,14 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
         "status": "diverged" if diverged else "ok",
         "error": "loss became NaN: training stopped (TerminateOnNaN)" if diverged else "",
         "error_detail": "",
-        "best_val_accuracy": max(val) if val else float("nan"),
+        "test_accuracy": test_accuracy,
+        "val_accuracy_at_best": best.best if best.weights is not None else float("nan"),
+        "best_epoch": best.epoch,
         "final_val_accuracy": val[-1] if val else float("nan"),
         "final_train_accuracy": history["accuracy"][-1] if history["accuracy"] else float("nan"),
         "epochs": len(history["loss"]),
         "history": history,
-        "val_predictions": predictions,
+        "test_predictions": predictions,
     }
 
 
@@ -177,12 +181,12 @@ def _best_weights_callback():
 
         def __init__(self):
             super().__init__()
-            self.weights, self.best = None, -math.inf
+            self.weights, self.best, self.epoch = None, -math.inf, 0
 
         def on_epoch_end(self, epoch, logs=None):
             accuracy = (logs or {}).get("val_accuracy", math.nan)
             if accuracy > self.best:  # False for NaN
-                self.best, self.weights = accuracy, self.model.get_weights()
+                self.best, self.weights, self.epoch = accuracy, self.model.get_weights(), epoch + 1
 
     return BestWeights()
 
@@ -224,6 +228,26 @@ def _deterministic() -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+FIXED_SPLIT_SEED = 0  # --fixed-split: every seed's carve is the one this seed draws
+
+
+def validation_carve(labels: np.ndarray, class_names: list[str], config: TrainConfig) -> tuple[np.ndarray,
+                                                                                              np.ndarray]:
+    """(rows to fit on, rows to validate on) of the training split: a stratified ``val_fraction`` of its
+    labelled images, drawn from the cell's seed, so all variants of a seed share it (pairing holds) and the
+    spread between seeds includes the split's. A class with one image keeps it for fitting."""
+    from tasks.data.sampling import holdout_mask
+
+    labelled = np.flatnonzero(_labelled(labels, class_names))
+    carve = holdout_mask(labels[labelled], config.val_fraction,
+                         FIXED_SPLIT_SEED if config.fixed_split else config.seed)
+    if not carve.any() or carve.all():
+        raise DatasetError(f"--val-fraction {config.val_fraction} leaves no image to "
+                           f"{'validate' if not carve.any() else 'train'} on among {len(labelled)} training "
+                           "images: use a larger fraction, or more images")
+    return labelled[~carve], labelled[carve]
 
 
 def _labelled(labels: np.ndarray, class_names: list[str]) -> np.ndarray:
