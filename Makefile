@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gate bench-grid bench-photos gpu-check clean
+.PHONY: run test bench bench-gate bench-grid bench-photos bench-calibration gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench-grid: $(STAMP)
 
 bench-photos: $(STAMP)
 	$(BIN)/python benchmarks/bench_photos.py
+
+bench-calibration: $(STAMP)
+	$(BIN)/python benchmarks/bench_calibration.py
 
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py

@@ -120,7 +120,8 @@ def ablation(
                                      "cell_timeout": cell_timeout, "retries": retries, "backend": backend,
                                      "per_gpu": per_gpu, "processes": processes, "executor": executor,
                                      "dask_address": dask_address, "aa": aa, "grid": grid,
-                                     "model": model or "built-in CNN", **protocol})
+                                     "model": model or "built-in CNN", **protocol,
+                                     "own_validation": data["validation_images"]})
     run |= {"flow_run_id": str(flow_run.id), "deployment": deployment.name, "warnings": warnings,
             "environment": environment_facts(backend)}
 

@@ -64,6 +64,7 @@ def load_dataset_step(spec: str, image_size: tuple[int, int] | None, test_fracti
                 resolution, fingerprint)
     return {"name": data.name, "source": spec, "fingerprint": fingerprint, "cache_path": str(path),
             "train_images": len(data.y_train), "test_images": len(data.y_test),
+            "validation_images": len(data.val_train),  # the dataset's own val/ split, inside train_images
             "image_shape": shape, "resolution": resolution, "dtype": str(data.x_train.dtype),
             "class_names": data.class_names, "files_not_read": len(data.skipped),
             "seconds": time.perf_counter() - started}

@@ -115,6 +115,7 @@ def test_report_puts_the_verdict_first_holds_every_variant_and_is_self_contained
     assert page.index("helps most") < page.index("Data-quality gate")
     assert page.index("Your model prepares its own input") < page.index("Data-quality gate")  # the first screen
     assert "less a validation share (20% of it, stratified)" in page and "the validation share (--fixed-split" in page
+    assert "beats the baseline on 100% of seeds [" in page  # P(variant > baseline) with its interval
     for variant in summary["variant"]:
         assert variant in page
     assert page.count("data:image/png;base64,") == 8  # per axis: the effects with intervals, the curves
@@ -306,3 +307,22 @@ def test_nothing_compared_says_why_in_one_sentence_with_what_to_try():
     everything = [r | {"status": "failed", "error": "ValueError: bad"} for r in base + change]
     assert nothing_compared(everything) == "Nothing could be compared: every training run failed (ValueError: bad)."
     assert nothing_compared(base[:2] + [base[2] | {"status": "ok"}] + change) is None
+
+
+def test_an_unclear_change_says_how_many_seeds_would_tell():
+    from tasks.report.page import unclear_words
+
+    summary = summarise(results_table(fake_records(gains={"dropout 0.5": 0.004})))  # small, against 0.2 points
+    row = summary.set_index("variant").loc["dropout 0.5"].to_dict() | {"variant": "dropout 0.5"}
+    assert row["effect"] == UNCLEAR and row["seeds_needed"] > 3
+    assert unclear_words(row) == f"dropout 0.5 (+0.6 points; ~{int(row['seeds_needed'])} seeds would tell at 80% power)"
+
+
+def test_two_seeds_cannot_support_a_claim_and_the_first_screen_says_so_with_the_seeds_needed():
+    records = fake_records(seeds=2, gains={"standardize": 0.2})
+    summary = summarise(results_table(records))
+    outcome = verdict(summary)
+    assert outcome.helps == [] and len(outcome.caveats) == 1
+    assert "With 2 seeds no claim is possible" in outcome.caveats[0] and "9 seeds would be needed" in outcome.caveats[0]
+    page = render_report(RUN, None, summary, outcome, mean_curves(records), results_table(records))
+    assert page.index("With 2 seeds no claim is possible") < page.index("All training runs")

@@ -282,3 +282,20 @@ def test_jpegs_decode_fast_as_pillow_would_and_what_the_fast_path_refuses_goes_t
     fast = [_jpeg_into(str(tmp_path / name), "RGB", (96, 128), out) for name in ("photo.jpg", "cmyk.jpg",
                                                                                  "truncated.jpg", "png.jpg")]
     assert fast == [True, True, False, False]  # the last two went through Pillow above
+
+
+def test_a_val_folder_is_the_validation_split_and_without_a_test_folder_the_test_share_comes_from_train(tmp_path):
+    from tasks.training.grid import BASELINE
+    from tasks.training.train import validation_carve
+
+    root = write_image_folder(tmp_path / "d", per_class=10)  # train/ and test/
+    (root / "test").rename(root / "val")  # train/ and val/: val is validation now, not the test split
+    data = load_dataset(str(root), limit=12)
+    own = data.ids_train[data.val_train]
+    assert len(own) and all(i.startswith("val/") for i in own)
+    assert not any(i.startswith("val/") for i in np.delete(data.ids_train, data.val_train))
+    assert len(data.y_train) <= 12 and all(i.startswith("train/") for i in data.ids_test)  # held out of train/
+    fit, val = validation_carve(data.y_train, data.class_names, BASELINE, data.val_train)
+    assert val.tolist() == sorted(data.val_train.tolist()) and not set(fit) & set(val)
+    cached = load_dataset(str(root), limit=12, cache=tmp_path / "cache")
+    assert np.array_equal(load_cache(cached.cached_at).val_train, data.val_train)

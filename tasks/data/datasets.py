@@ -24,7 +24,8 @@ from tasks.data.store import Dataset
 from tasks.errors import DatasetError
 
 DIGITS_SIZE = (32, 32)  # digits are 8x8; 32x32 leaves room for two 2x2 poolings in the deepest variant
-HELD_OUT_NAMES = ("test", "val", "validation")
+TEST_NAMES = ("test",)
+VAL_NAMES = ("val", "validation")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 SPLIT_SEED = 0  # held-out split and --limit sampling are deterministic, so a dataset's fingerprint is stable
 
@@ -201,8 +202,9 @@ def _iter_class_dirs(root: Path):
 def _load_folder(root: Path, image_size: tuple[int, int] | None, test_fraction: float, limit: int | None,
                  cache: Path | None, progress: Progress | None) -> Dataset:
     train_root = _split_folder(root, ("train",)) or root
-    test_root = _split_folder(root, HELD_OUT_NAMES) if train_root != root else None
-    roots = {"train": train_root} | ({"test": test_root} if test_root else {})
+    test_root = _split_folder(root, TEST_NAMES) if train_root != root else None
+    val_root = _split_folder(root, VAL_NAMES) if train_root != root else None
+    roots = {"train": train_root} | ({"test": test_root} if test_root else {}) | ({"val": val_root} if val_root else {})
     class_names = sorted({d.name for r in roots.values() for d in _iter_class_dirs(r)})
     files, outside = scan_folder(root, roots, class_names)
     for split, split_root in roots.items():

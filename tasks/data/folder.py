@@ -27,7 +27,7 @@ from tasks.data.store import Dataset, load_cache, new_staging, publish
 from tasks.errors import DatasetError
 from tasks.files import write_atomic
 
-FOLDER_CACHE_VERSION = 6  # bump when decoding changes, so no cached decode from older code is reused
+FOLDER_CACHE_VERSION = 7  # bump when decoding changes, so no cached decode from older code is reused
 
 
 def load_folder(root: Path, files: list[ImageFile], outside: list[tuple], roots: dict[str, Path],
@@ -71,30 +71,37 @@ def load_folder(root: Path, files: list[ImageFile], outside: list[tuple], roots:
 def _split_rows(files: list[ImageFile], has_test: bool, test_fraction: float, limit: int | None,
                 seed: int) -> dict[str, np.ndarray]:
     """Indices into ``files`` per split: the test folder's files, or a stratified held-out share of the
-    training files; then at most ``limit`` per split, each class keeping its share. Chosen from the labels
-    alone, before any pixel is decoded, so ``--limit 500`` on a folder of 50,000 photos decodes 1,000."""
+    training files; the val folder's files; then at most ``limit`` per split (training and validation together),
+    each class keeping its share. Chosen from the labels alone, before any pixel is decoded, so ``--limit 500``
+    on a folder of 50,000 photos decodes 1,000."""
     split = np.array([f.split for f in files])
     labels = np.array([f.label for f in files], dtype=np.int64)
     if not has_test:
-        split = np.where(holdout_mask(labels, test_fraction, seed), "test", "train")
+        train = split == "train"
+        split[train] = np.where(holdout_mask(labels[train], test_fraction, seed), "test", "train")
         if not (split == "test").any():
             raise DatasetError(f"--test-fraction {test_fraction} holds out no image: each class has too few images "
                                "for it (use a larger fraction, or a test/ folder)")
-    rows = {}
-    for name in ("train", "test"):
-        index = np.flatnonzero(split == name)
-        if limit and len(index) > limit:
-            index = index[stratified_subset(labels[index], limit, seed)]
-        rows[name] = index
+    rows = {name: np.flatnonzero(split == name) for name in ("train", "val", "test")}
+    if limit:
+        own = len(rows["train"]) + len(rows["val"])  # the validation folder keeps its share of the limit
+        val = len(rows["val"])
+        caps = {"test": limit, "val": min(val, max(1, round(limit * val / own))) if val else 0}
+        caps["train"] = limit - caps["val"]
+        for name, cap in caps.items():
+            if len(rows[name]) > cap:
+                rows[name] = rows[name][stratified_subset(labels[rows[name]], cap, seed)]
     return rows
 
 
 def _decode_splits(root: Path, staging: Path, files: list[ImageFile], headers: list, ok: list[int],
                    rows: dict[str, np.ndarray], size: tuple[int, int], mode: str, failed: list,
                    outside: list, class_names: list[str], progress: Progress | None, pool) -> Dataset:
-    """Decode each split's files into ``staging/x_<split>.npy``; drop the rows whose pixels failed to decode."""
+    """Decode each split's files into ``staging/x_<split>.npy`` (the val folder's after the training files, in
+    x_train, marked by ``val_train``); drop the rows whose pixels failed to decode."""
     channels = 1 if mode == "L" else 3
-    jobs, arrays = [], {}
+    jobs, arrays, own_val = [], {}, rows["val"]
+    rows = {"train": np.concatenate([rows["train"], own_val]), "test": rows["test"]}
     for split, index in rows.items():
         output = staging / f"x_{split}.npy"
         _allocate(output, (len(index), *size, channels))
@@ -112,13 +119,16 @@ def _decode_splits(root: Path, staging: Path, files: list[ImageFile], headers: l
         if not len(keep):  # each split must keep at least one image to train or score
             raise DatasetError(f"no readable images in the {split} split of {root} ({len(failed)} unreadable)")
         chosen = [files[ok[i]] for i in index[keep]]
+        if split == "train":
+            val_train = np.flatnonzero(np.isin(index[keep], own_val))
         arrays[split] = (np.load(output, mmap_mode="r"), np.array([f.label for f in chosen], dtype=np.int64),
                          np.array([relative(root, f.path) for f in chosen]),
                          np.array([headers[ok[i]][:3] for i in index[keep]], dtype=np.int64).reshape(-1, 3))
     skipped = np.array([(s, str(label), path, reason) for s, label, path, reason in outside + failed],
                        dtype=str).reshape(-1, 4)
     (xtr, ytr, idtr, shtr), (xte, yte, idte, shte) = arrays["train"], arrays["test"]
-    return Dataset(root.resolve().name, xtr, ytr, xte, yte, class_names, idtr, idte, shtr, shte, skipped)
+    return Dataset(root.resolve().name, xtr, ytr, xte, yte, class_names, idtr, idte, shtr, shte, skipped,
+                   val_train)
 
 
 def _allocate(path: Path, shape: tuple[int, ...]) -> None:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_FORMAT = 2  # bump when the layout of a cached dataset changes: an older entry is then decoded again
+CACHE_FORMAT = 3  # bump when the layout of a cached dataset changes: an older entry is then decoded again
 MAPPED = ("x_train", "x_test")  # memory-mapped when opened; the other arrays are small and read whole
-ARRAYS = (*MAPPED, "y_train", "y_test", "ids_train", "ids_test", "shapes_train", "shapes_test", "skipped")
+ARRAYS = (*MAPPED, "y_train", "y_test", "ids_train", "ids_test", "shapes_train", "shapes_test", "skipped",
+          "val_train")
 STAGING_PREFIX = ".staging-"
 
 
@@ -43,6 +44,9 @@ class Dataset:
     # Files found but not decoded, one row each: split, label, path, reason. The gate lists them as findings;
     # training uses the rest.
     skipped: np.ndarray = field(default_factory=lambda: np.empty((0, 4), dtype=str))
+    # Rows of the training arrays that are the dataset's own validation split (a val/ folder): training
+    # validates on them instead of carving a share per seed. Empty when the dataset has none.
+    val_train: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     cached_at: Path | None = None  # the cache folder it was opened from (read-only, named by its fingerprint)
 
     @property
@@ -53,7 +57,8 @@ class Dataset:
         if self.cached_at is not None:
             return self.cached_at.name
         digest = hashlib.sha256()
-        for array in (self.x_train, self.y_train, self.x_test, self.y_test, self.skipped):
+        own = (self.val_train,) if len(self.val_train) else ()  # absent: the fingerprints of before
+        for array in (self.x_train, self.y_train, self.x_test, self.y_test, self.skipped, *own):
             digest.update(f"{array.dtype}{array.shape}".encode())
             digest.update(np.ascontiguousarray(array).data)
         digest.update("\0".join(self.class_names).encode())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -127,6 +127,7 @@ class Verdict:
     unclear: list[dict]
     notes: list[str]
     control: dict | None = None  # the A/A control's row (--aa), kept out of the changes
+    caveats: list[str] = field(default_factory=list)  # said up front, under the headline
 
 
 def nothing_compared(records: list[dict]) -> str | None:
@@ -152,12 +153,12 @@ def verdict(summary: pd.DataFrame) -> Verdict:
     pick = lambda label: changes[changes["effect"] == label].to_dict("records")  # noqa: E731
     helps, hurts = pick(HELPS), pick(HURTS)
     unclear = pick(UNCLEAR) + pick(NO_CONFIDENCE)
-    notes = []
+    notes, caveats = [], []
     untestable = [row for row in changes.to_dict("records") if row.get("test") == "exact sign-flip"
                   and statistics.smallest_sign_flip_p(int(row["pairs"])) >= row["level"]]
     if untestable:
         level = min(row["level"] for row in untestable)
-        notes.append(f"With {int(untestable[0]['pairs'])} seeds no claim is possible for "
+        caveats.append(f"With {int(untestable[0]['pairs'])} seeds no claim is possible for "
                      f"{', '.join(r['variant'] for r in untestable)}: the exact test these seeds allow cannot go "
                      f"below p = {statistics.smallest_sign_flip_p(int(untestable[0]['pairs'])):.2g}, above the "
                      f"adjusted level {level:.2g}; {statistics.seeds_to_reach(level)} seeds would be needed.")
@@ -184,7 +185,7 @@ def verdict(summary: pd.DataFrame) -> Verdict:
                     f"points from {_describe(top)}, is within the noise between seeds.")
     else:
         headline = "No change could be compared with the baseline."
-    return Verdict(headline, helps, hurts, unclear, notes, control)
+    return Verdict(headline, helps, hurts, unclear, notes, control, caveats)
 
 
 def _describe(row) -> str:

@@ -19,7 +19,7 @@ def verdict_markdown(verdict: Verdict, gate_status: str | None, report: str) -> 
     lines += [line(row) for row in verdict.helps + verdict.hurts + verdict.unclear]
     if verdict.control is not None:
         lines.append(f"- A/A control: {line(verdict.control).removeprefix('- ')}")
-    lines += [""] + verdict.notes + ["", f"Report: `{report}`"]
+    lines += [""] + verdict.caveats + verdict.notes + ["", f"Report: `{report}`"]
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from tasks.report.explain import gate_links
 from tasks.report.gate_section import gate_view
 from tasks.report.plots import curves_png, effects_png
 from tasks.report.render import render
+from tasks.report.statistics import MAX_SEEDS
 from tasks.report.thumbnails import ImageDrawer
 from tasks.training.grid import BASELINE_AXIS, baseline_value
 
@@ -59,8 +60,8 @@ def verdict_view(gate: GateResult | None, verdict: Verdict, summary: pd.DataFram
     return {"headline": verdict.headline, "tone": "" if verdict.helps else "flat",
             "facts": key_facts(gate, verdict, summary),
             "helps": [effect_line(r) for r in verdict.helps], "hurts": [effect_line(r) for r in verdict.hurts],
-            "unclear": ", ".join(str(r["variant"]) for r in verdict.unclear), "control": control,
-            "links": gate_links(failed, summary), "notes": verdict.notes,
+            "unclear": ", ".join(unclear_words(r) for r in verdict.unclear), "control": control,
+            "links": gate_links(failed, summary), "notes": verdict.notes, "caveats": verdict.caveats,
             "comparisons": int(summary["p_adjusted"].notna().sum()) if summary is not None and "p_adjusted" in summary
             else 0}
 
@@ -69,8 +70,11 @@ def protocol_words(run: dict) -> dict:
     """The validation share and what varies between seeds, as the first screen's footnote says them."""
     parameters = run.get("parameters") or {}
     warnings = list(run.get("warnings") or [])
-    share = parameters.get("val_fraction")
+    share, own = parameters.get("val_fraction"), parameters.get("own_validation")
     fixed = parameters.get("fixed_split", False)
+    if own:
+        return {"warnings": warnings, "protocol": f"the dataset's own validation split, {own} images",
+                "varies": " (not the validation split: the dataset's own)"}
     return {"warnings": warnings, "protocol": f"{share:.0%} of it, stratified" if share else "a stratified share",
             "varies": " and the validation share (--fixed-split keeps one)" if not fixed else
                       " (not the validation share: --fixed-split)"}
@@ -107,7 +111,28 @@ def effect_line(row: dict) -> dict:
     return {"variant": row["variant"], "axis": row["axis"].replace("_", " "),
             "word": "helps" if row["effect"] == HELPS else "hurts" if row["effect"] == HURTS else row["effect"],
             "delta": f"{row['delta'] * 100:+.1f}", "interval": interval_words(row),
-            "test": f", {test}" if test else "", "pairs": int(row["pairs"])}
+            "test": f", {test}" if test else "", "pairs": int(row["pairs"]), "wins": wins_words(row)}
+
+
+def wins_words(row: dict) -> str:
+    """", beats the baseline on 100% of seeds [44, 100]": P(variant > baseline) on a paired seed, with its
+    Wilson interval ("" without a pair)."""
+    share = row.get("beats", math.nan)
+    if share is None or math.isnan(share):
+        return ""
+    return (f", beats the baseline on {share:.0%} of seeds [{row['beats_low'] * 100:.0f}, "
+            f"{row['beats_high'] * 100:.0f}]")
+
+
+def unclear_words(row: dict) -> str:
+    """"dropout 0.5 (+0.3 points; ~40 seeds would tell at 80% power)"."""
+    if math.isnan(row.get("delta", math.nan)):
+        return str(row["variant"])
+    needed = row.get("seeds_needed")
+    tell = (f"; ~{int(needed)} seeds would tell at 80% power" if needed and not math.isnan(needed)
+            else f"; over {MAX_SEEDS} seeds would be needed to tell" if row.get("pairs", 0) > 1 and row["delta"]
+            else "")
+    return f"{row['variant']} ({row['delta'] * 100:+.1f} points{tell})"
 
 
 def axis_view(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -> dict:

@@ -57,7 +57,8 @@ def curves_png(curves: list[tuple[str, dict]]) -> str | None:
 
 
 def effects_png(rows: list[dict]) -> str | None:
-    """Each variant's paired difference from the baseline (``delta``) with its 95% interval, against zero."""
+    """Each variant's paired difference from the baseline (``delta``) with its interval at the level the
+    decision rule tested it at, against zero."""
     if not rows:
         return None
     fig, ax = pyplot().subplots(figsize=(7.5, 0.55 * len(rows) + 1.1), dpi=100)
@@ -110,7 +111,7 @@ def trend_png(deployment: str, when: list[datetime], base: list[float], best: li
     fig, ax = pyplot().subplots(figsize=(7.5, 2.8), dpi=100)
     ax.plot(when, base, "o-", label="baseline")
     ax.plot(when, best, "s--", label="best change (the baseline when none helps)")
-    ax.set(ylabel="best val accuracy (%)", title=f"deployment {deployment}")
+    ax.set(ylabel="test accuracy (%)", title=f"deployment {deployment}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.autofmt_xdate()

@@ -121,7 +121,7 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
     config = config_of(cell)
     data = _dataset(dataset_path)
     _deterministic()
-    fit_rows, val_rows = validation_carve(data.y_train, data.class_names, config)
+    fit_rows, val_rows = validation_carve(data.y_train, data.class_names, config, data.val_train)
     test_rows = np.flatnonzero(_labelled(data.y_test, data.class_names))
     shift, scale = normalization(data.x_train, fit_rows, config.normalization)  # from the rows it trains on
 
@@ -142,17 +142,16 @@ def _fit(cell: dict, dataset_path: str, out_dir: str | None, model_path: str | N
     fit_data, test_input = fit_inputs(data, fit_rows, val_rows, test_rows, config.batch_size, shift, scale,
                                       config.random_seed)
     fit = model.fit(**fit_data, epochs=config.max_epochs, callbacks=callbacks, verbose=0)
-    predictions: list[int] = []
-    test_accuracy = math.nan
     if best.weights is not None:
         model.set_weights(best.weights)
-        # The test split, scored once, with the weights validation chose; no callback ever saw it. Its class for
-        # every test image also feeds the report's confusion matrices and the images a change fixed (a few kB).
-        predictions = model.predict(test_input, batch_size=256, verbose=0).argmax(axis=1).tolist()
-        test_accuracy = float(np.mean(np.asarray(predictions) == data.y_test[test_rows]))
-        if model_path:
-            Path(model_path).parent.mkdir(parents=True, exist_ok=True)
-            model.save(model_path)
+    # The test split, scored once, with the weights validation chose (or, where no epoch had a finite validation
+    # accuracy, the ones training ended with: a diverged model's real accuracy is evidence too); no callback ever
+    # saw it. Its class for every test image also feeds the confusion matrices and the images a change fixed.
+    predictions = model.predict(test_input, batch_size=256, verbose=0).argmax(axis=1).tolist()
+    test_accuracy = float(np.mean(np.asarray(predictions) == data.y_test[test_rows]))
+    if best.weights is not None and model_path:
+        Path(model_path).parent.mkdir(parents=True, exist_ok=True)
+        model.save(model_path)
     history = {key: [float(v) for v in fit.history.get(key, [])] for key in HISTORY_KEYS}
     diverged = any(math.isnan(v) for v in history["loss"])
     val = [v for v in history["val_accuracy"] if not math.isnan(v)]
@@ -233,14 +232,17 @@ def _deterministic() -> None:
 FIXED_SPLIT_SEED = 0  # --fixed-split: every seed's carve is the one this seed draws
 
 
-def validation_carve(labels: np.ndarray, class_names: list[str], config: TrainConfig) -> tuple[np.ndarray,
-                                                                                              np.ndarray]:
-    """(rows to fit on, rows to validate on) of the training split: a stratified ``val_fraction`` of its
-    labelled images, drawn from the cell's seed, so all variants of a seed share it (pairing holds) and the
-    spread between seeds includes the split's. A class with one image keeps it for fitting."""
+def validation_carve(labels: np.ndarray, class_names: list[str], config: TrainConfig,
+                     own: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to fit on, rows to validate on) of the training split: the dataset's ``own`` validation rows (a
+    val/ folder) where it has them, else a stratified ``val_fraction`` of its labelled images drawn from the
+    cell's seed, so all variants of a seed share it (pairing holds) and the spread between seeds includes the
+    split's. A class with one image keeps it for fitting."""
     from tasks.data.sampling import holdout_mask
 
     labelled = np.flatnonzero(_labelled(labels, class_names))
+    if own is not None and len(own):
+        return np.setdiff1d(labelled, own), np.intersect1d(labelled, own)
     carve = holdout_mask(labels[labelled], config.val_fraction,
                          FIXED_SPLIT_SEED if config.fixed_split else config.seed)
     if not carve.any() or carve.all():
