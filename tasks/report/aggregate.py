@@ -104,7 +104,7 @@ def interval_words(row) -> str:
     return f"{confidence}% CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f}"
 
 
-def test_words(row) -> str:
+def rule_words(row) -> str:
     """The test behind a change's label, with its Holm-adjusted p-value ("" where none ran)."""
     return f"{row['test']}, adjusted p = {row['p_adjusted']:.2g}" if row.get("test") else ""
 

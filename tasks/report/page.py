@@ -14,7 +14,7 @@ import pandas as pd
 
 from tasks.data.datasets import Dataset
 from tasks.gate.expectations import GateResult
-from tasks.report.aggregate import HELPS, HURTS, Verdict, axes_in, axis_rows, interval_words, test_words
+from tasks.report.aggregate import HELPS, HURTS, Verdict, axes_in, axis_rows, interval_words, rule_words
 from tasks.report.comparison import comparison_view
 from tasks.report.explain import gate_links
 from tasks.report.gate_section import gate_view
@@ -107,7 +107,7 @@ def stopped_view(run: dict, gate: GateResult | None) -> dict:
 
 def effect_line(row: dict) -> dict:
     """One change in words: its name, its axis, the word for its effect, the gain, the interval and the test."""
-    test = test_words(row)
+    test = rule_words(row)
     return {"variant": row["variant"], "axis": row["axis"].replace("_", " "),
             "word": "helps" if row["effect"] == HELPS else "hurts" if row["effect"] == HURTS else row["effect"],
             "delta": f"{row['delta'] * 100:+.1f}", "interval": interval_words(row),

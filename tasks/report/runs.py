@@ -88,7 +88,9 @@ def _scheduled(runs: list[tuple[str, dict]]) -> dict[str, list[dict]]:
 def _trend(deployment: str, points: list[dict]) -> str:
     when = [datetime.strptime(p["started"], "%Y-%m-%d %H:%M UTC") for p in points]
     base = [p["baseline_accuracy"] * 100 for p in points]
-    best = [(p["best"]["mean_test"] if p.get("best") else p["baseline_accuracy"]) * 100 for p in points]
+    # runs from before the test split was scored once carry their best variant's "mean_best" (validation)
+    best = [(p["best"].get("mean_test", p["best"].get("mean_best")) if p.get("best") else p["baseline_accuracy"])
+            * 100 for p in points]
     return trend_png(deployment, when, base, best)
 
 
