@@ -42,7 +42,7 @@ from tasks.training.grid import BASELINE, DEFAULT_SEEDS, Cell, canonical_axes, e
 from tasks.training.grid_file import check_no_conflict, grid_cells, load_grid
 from tasks.training.output import LogFollower
 from tasks.training.slots import SlotPool
-from tasks.training.train import failed_record
+from tasks.training.train import check_protocol, failed_record
 
 # A Prefect global concurrency limit of this name, where one exists (`prefect gcl create ablation-training
 # --limit 1`), caps how many sweeps train at once across every deployment and worker on that server, so two
@@ -108,6 +108,7 @@ def ablation(
 
     # 1. Load the dataset once and cache it for the training processes
     data = load_dataset_step(dataset, image_size, test_fraction, limit, reports)
+    check_protocol(data["cache_path"], cells[0].config)  # a --val-fraction that leaves nothing: exit 2, now
     warnings = []
     if model:  # before the gate and any training: it must build and answer the data's classes
         preprocessing = check_model_step(model, data, backend, verbose)

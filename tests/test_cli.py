@@ -210,3 +210,11 @@ def test_a_temporary_server_that_starts_too_slowly_is_stopped_not_left_running()
         _quietly(server)  # times out: the server process is started, and Prefect waits 0 s for it to answer
     assert server.server_process is None and not server.running
     assert servers_on_this_port() == []
+
+
+def test_a_validation_share_that_leaves_nothing_to_validate_on_is_exit_2_before_any_training(tmp_path, prefect_server):
+    result = ablate("run", "--dataset", "digits", "--limit", "20", "--val-fraction", "0.01", "--axes", "dropout",
+                    "--epochs", "1", "--seeds", "1", "--out", str(tmp_path), api_url=prefect_server)
+    assert_one_line_error(result, 2, "--val-fraction 0.01 leaves no image to validate on among 20 training images")
+    assert (tmp_path / ".cache" / "datasets").is_dir() and not (tmp_path / ".cache" / "cells").exists()
+    assert not list(tmp_path.glob("*/index.html"))  # stopped before the run folder, the gate and any training

@@ -229,6 +229,15 @@ def _deterministic() -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def check_protocol(dataset_path: str, config: TrainConfig) -> None:
+    """Fail before any training (DatasetError, exit 2) when ``config``'s validation share leaves no image to
+    validate or to fit on: otherwise every cell would fail alike."""
+    from tasks.data.store import load_cache
+
+    data = load_cache(dataset_path)
+    validation_carve(data.y_train, data.class_names, config, data.val_train)
+
+
 FIXED_SPLIT_SEED = 0  # --fixed-split: every seed's carve is the one this seed draws
 
 
