@@ -66,6 +66,13 @@ def test_two_seeds_fall_back_to_the_exact_test_which_cannot_reach_the_adjusted_l
     assert seeds_to_reach(ALPHA / 8) == 9  # 2 / 2^9 < 0.00625 <= 2 / 2^8
 
 
+def test_many_clearly_non_normal_seeds_fall_back_to_a_sign_flip_test_that_stays_small():
+    skewed = np.r_[np.full(29, 0.01), 0.9]  # 30 seeds, one far outlier: Shapiro-Wilk rejects normality
+    test, p = paired_p(skewed)
+    assert test == "sign-flip, 65,536 random patterns" and p < 1e-3  # not 2^30 enumerated
+    assert sign_flip_p(-skewed) == p
+
+
 def test_beating_probability_and_seeds_for_power():
     share, low, high = beats(np.array([0.01, 0.02, -0.01, 0.0]))
     assert share == 0.625 and 0 <= low < share < high <= 1

@@ -35,7 +35,8 @@ def paired_p(differences: np.ndarray) -> tuple[str, float]:
     if n < 2:
         return "", math.nan
     if n == 2 or (n >= NORMALITY_FROM and _not_normal(differences)):
-        return "exact sign-flip", sign_flip_p(differences)
+        name = "exact sign-flip" if n <= EXACT_UP_TO else "sign-flip, 65,536 random patterns"
+        return name, sign_flip_p(differences)
     sd = float(differences.std(ddof=1))
     mean = float(differences.mean())
     if sd == 0:  # every seed moved by exactly the same amount
@@ -51,10 +52,18 @@ def _not_normal(differences: np.ndarray) -> bool:
     return np.ptp(differences) > 0 and float(stats.shapiro(differences).pvalue) < 0.01
 
 
+EXACT_UP_TO = 16  # seeds: 2^16 sign patterns enumerate in milliseconds; 2^30 would not fit in memory
+
+
 def sign_flip_p(differences: np.ndarray) -> float:
-    """Exact two-sided p-value over all 2^n sign patterns (n up to about 20)."""
+    """Two-sided sign-flip p-value: exact over all 2^n sign patterns up to EXACT_UP_TO seeds, beyond that over
+    2^EXACT_UP_TO patterns drawn at random (seeded, so a run reads the same twice), counting the observed one."""
     n = len(differences)
-    signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+    if n <= EXACT_UP_TO:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+    else:
+        signs = np.random.default_rng(0).choice([-1, 1], size=(2 ** EXACT_UP_TO, n))
+        signs[0] = 1
     flipped = np.abs((signs * differences).mean(axis=1))
     return float(np.mean(flipped >= abs(differences.mean()) - 1e-12))
 
