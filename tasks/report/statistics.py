@@ -137,14 +137,17 @@ def seeds_for_power(delta: float, sd: float, level: float, power: float = POWER)
     ``sd`` between seeds) with probability ``power``; None beyond MAX_SEEDS or without an effect to find."""
     if not (delta and sd > 0) or math.isnan(delta) or math.isnan(sd):
         return None
+    return next((n for n in range(3, MAX_SEEDS + 1) if t_test_power(delta, sd, n, level) >= power), None)
+
+
+def t_test_power(delta: float, sd: float, n: int, level: float) -> float:
+    """The chance that a two-sided paired t-test at ``level`` on ``n`` seeds rejects, when the true mean
+    difference is ``delta`` and the spread between seeds ``sd``."""
     from scipy import stats
 
-    for n in range(3, MAX_SEEDS + 1):
-        critical = stats.t.ppf(1 - level / 2, n - 1)
-        shift = abs(delta) / sd * math.sqrt(n)
-        if stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift) >= power:
-            return n
-    return None
+    critical = stats.t.ppf(1 - level / 2, n - 1)
+    shift = abs(delta) / sd * math.sqrt(n)
+    return float(stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift))
 
 
 def seeds_to_reach(level: float) -> int:

@@ -9,6 +9,7 @@ baseline is trained once (per seed) and shared by all axes rather than once per 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -70,6 +71,10 @@ class TrainConfig:
 SEED_STRIDE = 1000
 BASELINE = TrainConfig()
 DEFAULT_SEEDS = 3  # the fewest that give an interval; a grid file or --seeds sets another number
+# --seeds auto: seeds in rounds, looked at after each (tasks.report.sequential says why these numbers)
+FIRST_LOOK = 3  # seeds: the fewest a t-test can use with more than one degree of freedom
+GROWTH = 1.5  # each look has about 1.5 times the seeds of the one before
+DEFAULT_MAX_SEEDS = 10
 
 AXES: dict[str, dict[str, dict]] = {
     "normalization": {
@@ -154,8 +159,24 @@ def canonical_axes(axes: list[str] | None) -> list[str] | None:
     return None if axes is None else [SPELLINGS.get(axis, axis) for axis in axes]
 
 
+def looks(max_seeds: int, first: int = FIRST_LOOK) -> tuple[int, ...]:
+    """The seed counts at which the comparisons are looked at: 3, 5, 8, 10 for 10; the last is ``max_seeds``,
+    and a look within 15% of it is merged into it (a look for one more seed costs error and saves nothing)."""
+    if max_seeds <= first:
+        return (max_seeds,)
+    planned = [first]
+    while (following := math.ceil(planned[-1] * GROWTH)) < max_seeds:
+        planned.append(following)
+    if planned[-1] >= 0.85 * max_seeds and len(planned) > 1:
+        planned.pop()
+    return (*planned, max_seeds)
+
+
 BASELINE_AXIS = "baseline"
 AA_AXIS, AA_VARIANT = "a/a control", "baseline, second run"  # --aa: the baseline trained again, independently
+# The recommended configuration's confirmation: the baseline, the best single change and their combination, on
+# seeds the one-factor pass did not use (tasks.report.recommend)
+CONFIRM_AXIS = "confirmation"
 
 
 @dataclass(frozen=True)
@@ -179,9 +200,20 @@ class Cell:
         return {"axis": self.axis, "variant": self.variant, **asdict(self.config)}
 
 
+Variant = tuple[str, str, TrainConfig]  # (axis, variant name, config without its seed)
+
+
 def expand_grid(axes: list[str] | None = None, seeds: int = DEFAULT_SEEDS, epochs: int = BASELINE.max_epochs,
                 baseline: TrainConfig = BASELINE, aa: bool = False) -> list[Cell]:
-    """Baseline plus every one-factor change on ``axes`` (default: DEFAULT_AXES), each for seeds 0..seeds-1.
+    """Baseline plus every one-factor change on ``axes`` (default: DEFAULT_AXES), each for seeds 0..seeds-1."""
+    if seeds < 1:
+        raise ValueError("--seeds and --epochs must be at least 1")
+    return seeded(grid_variants(axes, epochs, baseline, aa), range(seeds))
+
+
+def grid_variants(axes: list[str] | None = None, epochs: int = BASELINE.max_epochs, baseline: TrainConfig = BASELINE,
+                  aa: bool = False) -> list[Variant]:
+    """The baseline and every one-factor change on ``axes`` (default: DEFAULT_AXES).
 
     A value equal to the baseline is the baseline itself and is not trained again. With ``aa``, the A/A
     control: the baseline's config trained a second time under another name, which must show no clear
@@ -191,7 +223,7 @@ def expand_grid(axes: list[str] | None = None, seeds: int = DEFAULT_SEEDS, epoch
     unknown = [a for a in axes if a not in AXES]
     if unknown:
         raise ValueError(f"unknown axis {', '.join(unknown)}; choose from {', '.join(AXES)}")
-    if seeds < 1 or epochs < 1:
+    if epochs < 1:
         raise ValueError("--seeds and --epochs must be at least 1")
     base = replace(baseline, max_epochs=epochs)
     variants = [(BASELINE_AXIS, BASELINE_AXIS, base)]
@@ -202,7 +234,12 @@ def expand_grid(axes: list[str] | None = None, seeds: int = DEFAULT_SEEDS, epoch
                 variants.append((axis, name, config))
     if aa:
         variants.append((AA_AXIS, AA_VARIANT, replace(base, run_copy=1)))
-    return [Cell(axis, name, replace(config, seed=seed)) for axis, name, config in variants for seed in range(seeds)]
+    return variants
+
+
+def seeded(variants: list[Variant], seeds) -> list[Cell]:
+    """A cell per variant and seed (``seeds``: the seed numbers), variant by variant."""
+    return [Cell(axis, name, replace(config, seed=seed)) for axis, name, config in variants for seed in seeds]
 
 
 def baseline_value(axis: str, baseline: TrainConfig = BASELINE) -> str | None:
