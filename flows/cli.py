@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             check_backend(args.backend)
             _check_executor(args)
             _check_grid(args)
+            _check_next(args.next_grid)
         with _one_line_errors():
             summary = _run(args)
     except AblationError as exc:
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reused {summary['cached']} of {summary['cells']} training runs finished earlier (--fresh trains "
               "them again)")
     print(f"\nreport: {summary['report']}")
+    if summary.get("next"):
+        print(f"follow-up grid: {summary['next']} (ablate run --grid {summary['next']})")
     print(_time_split(summary["timings"], time.perf_counter() - started))
     if summary.get("nothing_compared"):
         print(f"ablate: {summary['nothing_compared']}", file=sys.stderr)
@@ -116,6 +119,15 @@ def _check_out(out: Path | None) -> None:
         raise OSError(f"--out {target}: not writable")
 
 
+def _check_next(path: Path | None) -> None:
+    """--next FILE is written after the run: a folder that is not there or not writable is said now, not then."""
+    if path is None:
+        return
+    folder = path.resolve().parent
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise OSError(f"--next {path}: {'a folder' if path.is_dir() else 'its folder is missing or not writable'}")
+
+
 def _serve() -> int:
     """`ablate serve`: every deployment of deployments/prefect.yaml, served here until Ctrl-C or SIGTERM."""
     from prefect.settings import PREFECT_API_URL
@@ -138,19 +150,26 @@ def _serve() -> int:
 
 
 def _check_grid(args: argparse.Namespace) -> None:
-    """--grid brings its own axes, epochs and seeds: a second source is a conflict, said at once. Without a
-    grid the flow fills in the default epochs and seeds; with one it takes the file's (both stay None here)."""
-    if args.grid is None:
-        return
-    from tasks.training.grid_file import check_no_conflict, load_grid
+    """--grid brings its own axes, epochs, seeds and baseline: a second source is a conflict, said at once.
+    Without a grid, --set and --max-seeds are checked here too, so a bad one is one line before Prefect starts."""
+    from tasks.training.grid_file import GridFileError, baseline_config, check_no_conflict, load_grid
 
-    check_no_conflict({"--axes": args.axes, "--epochs": args.epochs, "--seeds": args.seeds})
+    if args.grid is None:
+        if args.max_seeds is not None and args.seeds != "auto":
+            raise GridFileError("--max-seeds needs --seeds auto")
+        if args.model and "model" in dict(args.settings or []):
+            raise GridFileError("the model is set twice: give --model or --set model=..., not both")
+        baseline_config(dict(args.settings or []), args.epochs)
+        return
+    check_no_conflict({"--axes": args.axes, "--epochs": args.epochs, "--seeds": args.seeds,
+                       "--max-seeds": args.max_seeds, "--set": args.settings})
     load_grid(args.grid)
 
 
 def _print_grid(args: argparse.Namespace) -> int:
     """`ablate grid`: the cells, their count and a rough time estimate; exit 2 on a bad file."""
     from tasks.training.estimate import estimate
+    from tasks.training.grid import DEFAULT_MAX_SEEDS, looks
     from tasks.training.grid_file import grid_cells, load_grid
 
     spec = load_grid(args.grid)
@@ -159,9 +178,16 @@ def _print_grid(args: argparse.Namespace) -> int:
     width = max(len(axis) for axis, _ in variants)
     for axis, variant in variants:
         print(f"{axis:<{width}}  {variant}")
-    print(f"\n{len(variants)} variants x {spec.seeds} seeds = {len(cells)} cells, mode {spec.mode}, up to "
-          f"{spec.baseline.epochs} epochs each")
-    print(estimate(cells, args.out or default_reports_dir()))
+    if spec.seeds == "auto":
+        plan = looks(spec.max_seeds or DEFAULT_MAX_SEEDS)
+        seeds = (f"up to {plan[-1]} seeds, in rounds (looked at after {', '.join(map(str, plan))}) = at most "
+                 f"{len(cells)} cells, {len(variants) * plan[0]} in the first round")
+    else:
+        seeds = f"{spec.seeds} seeds = {len(cells)} cells"
+    print(f"\n{len(variants)} variants x {seeds}, mode {spec.mode}, up to {spec.baseline.epochs} epochs each")
+    guess = estimate(cells, args.out or default_reports_dir())
+    print(guess.replace("estimated time: about", "estimated time: at most about", 1) if spec.seeds == "auto"
+          else guess)
     return 0
 
 
@@ -192,7 +218,9 @@ def _run(args: argparse.Namespace) -> dict:
 
     axes = [axis for group in args.axes for axis in group] if args.axes else None
     with LiveDisplay():  # on a terminal: decoding, then the grid's progress, redrawn in place below the log lines
-        return ablation(**common, epochs=args.epochs, seeds=args.seeds, axes=axes, gate=args.gate,
+        return ablation(**common, epochs=args.epochs, seeds=args.seeds, max_seeds=args.max_seeds,
+                        settings=dict(args.settings) if args.settings else None, next_grid=args.next_grid,
+                        axes=axes, gate=args.gate,
                         store=args.store, fresh=args.fresh, keep_models=args.keep_models,
                         tensorboard=args.tensorboard, cell_timeout=args.cell_timeout, retries=args.retries,
                         backend=args.backend, per_gpu=args.per_gpu, processes=args.processes,

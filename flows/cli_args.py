@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tasks.training.grid import AXES, BASELINE, DEFAULT_AXES, DEFAULT_SEEDS, canonical_axes
+from tasks.training.grid import (AXES, BASELINE, DEFAULT_AXES, DEFAULT_MAX_SEEDS, DEFAULT_SEEDS, FIRST_LOOK,
+                                 canonical_axes)
 
 MAX_IMAGE_SIDE = 4096  # an image classifier's input is far smaller; larger requests are typos (and gigabytes)
 EXIT_CODES = """exit codes:
@@ -31,7 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "with x_train, y_train, x_test, y_test (default: digits)")
     run.add_argument("--epochs", type=_positive, default=None,
                      help=f"epochs per training run (default: {BASELINE.max_epochs})")
-    run.add_argument("--seeds", type=_positive, default=None, help=f"seeds per variant (default: {DEFAULT_SEEDS})")
+    run.add_argument("--seeds", type=_seeds, default=None,
+                     help=f"seeds per variant (default: {DEFAULT_SEEDS}), or 'auto': seeds in rounds, each change "
+                          "getting more only while its verdict is open, up to --max-seeds")
+    run.add_argument("--max-seeds", type=_max_seeds, default=None, metavar="N",
+                     help=f"with --seeds auto: the most seeds any variant gets (default: {DEFAULT_MAX_SEEDS})")
+    run.add_argument("--set", type=_setting, action="append", default=None, metavar="SETTING=VALUE",
+                     dest="settings",
+                     help="change the baseline, as a grid file's [baseline] does (e.g. --set learning_rate=3e-3 "
+                          "--set normalization=standardize); repeat for more")
     run.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
                      help="your model builder, (input_shape, num_classes, **options) -> keras.Model, importable "
                           "from here, in place of the built-in CNN; checked before any training")
@@ -48,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "and the best epoch read (default: 0.2)")
     run.add_argument("--fixed-split", action="store_true",
                      help="one validation carve for every seed, instead of one per seed")
+    run.add_argument("--next", type=Path, default=None, metavar="FILE", dest="next_grid",
+                     help="also write the follow-up grid file here: the same axes around the recommended "
+                          "configuration (every run writes it as next.toml beside its report)")
     run.add_argument("--aa", action="store_true",
                      help="A/A control: train the baseline a second time, independently; the report must find no "
                           "clear difference between the two (a check on the statistics)")
@@ -118,6 +130,22 @@ _positive = _number(int, lambda v: v >= 1, "a whole number of at least 1")
 _count = _number(int, lambda v: v >= 0, "a whole number, 0 or more")
 _seconds = _number(float, lambda v: v > 0, "a positive number of seconds")
 _fraction = _number(float, lambda v: 0 < v < 1, "a fraction between 0 and 1")
+_max_seeds = _number(int, lambda v: FIRST_LOOK <= v <= 100, f"a whole number from {FIRST_LOOK} to 100")
+
+
+def _seeds(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    return _positive(text)
+
+
+def _setting(text: str) -> tuple[str, object]:
+    from tasks.training.grid_file import parse_setting
+
+    try:
+        return parse_setting(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _axes(text: str) -> list[str]:

@@ -65,10 +65,11 @@ class _Source:
 class GridProgress(_Source):
     """The grid this process is training, if any: written by the flow, read by the display."""
 
-    def start(self, total: int, cached: int, slots: int) -> None:
+    def start(self, total: int, cached: int, slots: int, label: str = "") -> None:
+        """A fan-out of ``total`` cells begins (``label``: its round, "round 2 of 4", or "")."""
         with self._lock:
             self._state = {"total": total, "cached": cached, "slots": slots, "done": 0, "failed": 0,
-                           "started": time.monotonic()}
+                           "started": time.monotonic(), "label": label}
         self._tell("started")
 
     def finished(self, failed: bool) -> None:
@@ -83,7 +84,8 @@ class GridProgress(_Source):
             return None
         running = min(s["slots"], s["total"] - s["done"])
         line = status(s["done"], s["total"], s["failed"], s["cached"], running, time.monotonic() - s["started"])
-        return s["done"], s["total"], f"[{s['done']}/{s['total']}] {line}"
+        label = f" {s['label']} |" if s["label"] else ""
+        return s["done"], s["total"], f"[{s['done']}/{s['total']}]{label} {line}"
 
 
 GRID = GridProgress()

@@ -14,7 +14,8 @@ from tasks.training.grid import AXES, SPELLINGS
 # takes the project's own from there on.
 Axis = Literal[tuple(AXES) + tuple(SPELLINGS)]  # type: ignore[valid-type]
 Epochs = Annotated[int, Field(ge=1, le=10_000, description="epochs per training run")]
-Seeds = Annotated[int, Field(ge=1, le=100, description="seeds per variant")]
+Seeds = Annotated[int, Field(ge=1, le=100, description="seeds per variant, or \"auto\": in rounds")]
+MaxSeeds = Annotated[int, Field(ge=3, le=100, description="with seeds \"auto\": the most seeds per variant")]
 Limit = Annotated[int, Field(ge=1, description="at most this many images per split, stratified")]
 HeldOutFraction = Annotated[float, Field(gt=0, lt=1, description="share held out when there is no test split")]
 ValFraction = Annotated[float, Field(gt=0, lt=1, description="share of the training split set aside for "

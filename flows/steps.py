@@ -8,6 +8,7 @@ Only paths, fingerprints, configs and metrics cross between tasks; arrays are lo
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from dataclasses import replace
@@ -28,11 +29,13 @@ from tasks.gate.stats_cache import cached_pixel_stats
 from tasks.paths import cache_dir
 from tasks.report.aggregate import history_table, mean_curves, nothing_compared, results_table, summarise, verdict
 from tasks.report.comparison import predictions_of
-from tasks.report.diagnose import diagnose_all
+from tasks.report.diagnose import broken_variants, diagnose_all
 from tasks.report.markdown import gate_markdown, verdict_markdown
 from tasks.report.page import render_report
+from tasks.report.recommend import recommend
 from tasks.report.runs import run_summary, write_runs_index
-from tasks.training.grid import Cell
+from tasks.training.grid import BASELINE_AXIS, Cell, looks
+from tasks.training.grid_file import follow_up
 from tasks.training.slots import CellTimedOut, PoolClosed, SlotPool, WorkerCrashed
 from tasks.training.train import failed_record
 
@@ -176,6 +179,23 @@ def train_cell_dask_step(cell: Cell, dataset_path: str, out_dir: Path, model_pat
     return record
 
 
+def run_plan(run: dict) -> tuple[int, ...] | None:
+    """The looks of a run with --seeds auto (None with a fixed number of seeds)."""
+    parameters = run.get("parameters") or {}
+    return looks(parameters["max_seeds"]) if parameters.get("seeds") == "auto" else None
+
+
+def next_grid_text(run: dict, advice) -> str:
+    """next.toml: the follow-up grid file, whose baseline is the recommended configuration."""
+    follow = run["follow_up"]
+    changes = ", ".join(advice.changes) or "no change: the baseline stays"
+    header = (f"The follow-up grid of run {run['run_id']} ({run['dataset']}): its baseline is that run's recommended "
+              f"configuration ({changes}).\nRun it with: ablate run --dataset "
+              f"{shlex.quote(str(run['data']['source']))} --grid next.toml")
+    return follow_up(advice.config, follow["axes"], follow["seeds"], (run.get("parameters") or {}).get("max_seeds"),
+                     follow["mode"], follow["factorial"], header, advice.baseline)
+
+
 def _log_failure(cell: Cell, record: dict) -> None:
     if record["status"] == "failed":
         get_run_logger().error("%s failed: %s %s", cell.key, record["error"], record["error_detail"])
@@ -190,10 +210,15 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
         results = results_table(records)
         results.to_csv(run_dir / "results.csv", index=False)
         history_table(records).to_csv(run_dir / "history.csv", index=False)
-        summary = summarise(results)
-        outcome = verdict(summary)
+        plan = run_plan(run)
+        summary = summarise(results, plan, broken_variants(records, run.get("class_count", 0)))
+        outcome = verdict(summary, plan)
         if why := nothing_compared(records):  # the baseline (or everything) failed: say why, first
             outcome = replace(outcome, headline=why)
+        elif (summary["axis"] == BASELINE_AXIS).any():
+            advice = recommend(summary, results)
+            outcome = replace(outcome, recommendation=advice)
+            write_atomic(run_dir / "next.toml", next_grid_text(run, advice))
         curves = mean_curves(records)
         diagnoses = diagnose_all(records, run.get("class_count", 0))
         predictions = predictions_of(records)

@@ -43,20 +43,21 @@ def fake_records(seeds=3, gains=None, failed=()):
 
 
 def test_labels_come_from_the_adjusted_test_and_the_interval_is_at_the_level_it_was_tested_at():
-    assert judge(np.array([0.05, 0.06, 0.055]), 0.01, 0.0125)["effect"] == HELPS
-    assert judge(np.array([-0.05, -0.06, -0.055]), 0.01, 0.0125)["effect"] == HURTS
+    assert judge(np.array([0.05, 0.06, 0.055]), True, 0.0125, 0.01)["effect"] == HELPS
+    assert judge(np.array([-0.05, -0.06, -0.055]), True, 0.0125, 0.01)["effect"] == HURTS
     from tasks.report.statistics import holm, paired_p
 
     small = np.array([0.02, 0.03, 0.025])  # p = 0.013 alone; one of eight comparisons, it is not enough
     assert paired_p(small)[1] < 0.05
-    kept = judge(small, *holm([paired_p(small)[1]] + [0.5] * 7)[0])
+    adjusted, level = holm([paired_p(small)[1]] + [0.5] * 7)[0]
+    kept = judge(small, adjusted < 0.05, level, adjusted)
     assert kept["effect"] == UNCLEAR and kept["ci_low"] < 0 < kept["ci_high"] and kept["seeds_needed"] > 3
-    one = judge(np.array([0.3]), math.nan, math.nan)
+    one = judge(np.array([0.3]), False, math.nan)
     assert one["effect"] == NO_CONFIDENCE and math.isnan(one["ci_low"])
 
 
 def test_t_interval_matches_the_textbook_value():
-    effect = judge(np.array([1.0, 2.0, 3.0]) / 100, 0.2, 0.05)
+    effect = judge(np.array([1.0, 2.0, 3.0]) / 100, False, 0.05, 0.2)
     half = 4.302652729911275 * 1.0 / math.sqrt(3) / 100  # t(0.975, 2) * sd / sqrt(n)
     assert effect["ci_low"] == pytest.approx(0.02 - half) and effect["ci_high"] == pytest.approx(0.02 + half)
 

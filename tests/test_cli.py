@@ -101,10 +101,25 @@ def test_suite_option_selects_another_suite_and_a_bad_one_is_exit_2(prefect_serv
 
 @pytest.mark.parametrize("args", [["run", "--epochs", "0"], ["run", "--axes", "height"], ["run", "--image-size", "x"],
                                   ["validate", "--image-size", "100000"], ["run", "--test-fraction", "1.5"],
-                                  ["frobnicate"]])
+                                  ["run", "--seeds", "many"], ["run", "--seeds", "auto", "--max-seeds", "2"],
+                                  ["run", "--set", "dropout=2"], ["run", "--set", "lr=0.1"], ["frobnicate"]])
 def test_usage_errors_exit_2(args):
     result = ablate(*args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--max-seeds", "8"], "--max-seeds needs --seeds auto"),
+    (["--set", "warmup_epochs=2"], "warmup_epochs needs lr_schedule = \"cosine\""),
+    (["--set", "epochs=4", "--epochs", "3"], "epochs is set twice"),
+    (["--grid", "examples/ablation.toml", "--set", "dropout=0.5"], "drop --set"),
+    (["--grid", "examples/ablation.toml", "--seeds", "auto"], "drop --seeds"),
+    (["--next", "no/such/folder/next.toml"], "--next no/such/folder/next.toml: its folder is missing"),
+])
+def test_rounds_baseline_settings_and_the_follow_up_file_are_checked_before_anything_starts(tmp_path, args, text):
+    result = ablate("run", *args, "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, 2, text)
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 
 def test_help_documents_the_exit_codes():

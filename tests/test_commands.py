@@ -3,7 +3,10 @@
 one is for. A test that calls the flow function cannot see a broken command line; these can."""
 
 import json
+import os
 import re
+import subprocess
+import tomllib
 
 import numpy as np
 import pandas as pd
@@ -121,6 +124,57 @@ def test_an_npz_with_a_factorial_grid_in_yaml_crosses_its_axes(user_runs):
     assert summary["dataset"] == "my-data.npz" and "<h2>Factorial</h2>" in page(run)
 
 
+def test_seeds_in_rounds_stop_a_broken_variant_after_the_first_and_confirm_the_combined_fixes(user_runs):
+    run = ran(user_runs, "seeds in rounds, a broken learning rate, the follow-up grid")
+    table = results(run)
+    seeds = table[table["axis"] != "confirmation"].groupby("variant")["seed"].agg(set).to_dict()
+    assert seeds["learning_rate 10.0"] == {0, 1, 2}  # broken in round 1: no second round
+    assert seeds["baseline"] == seeds["learning_rate 0.003"] == seeds["batch_size 16"] == set(range(5))
+    confirmation = table[table["axis"] == "confirmation"]
+    assert set(confirmation["variant"]) == {"baseline", "batch_size 16",
+                                            "combined: batch_size 16 + learning_rate 0.003"}
+    assert set(confirmation["seed"]) == set(range(5, 10))  # fresh seeds, five as the best change had
+    assert "after round 1: 1 settled (1 broken), 2 still open" in run.output
+    html = page(run)
+    first_screen = html[:html.index("<h2>")]
+    assert "learning_rate 10.0 <small>(learning rate)</small> is broken: it ended at chance" in first_screen
+    assert "(no more seeds after its first round)" in first_screen
+    assert "Recommended configuration" in first_screen and "measured on 5 fresh seeds" in first_screen
+    assert "looked at after 3, 5 seeds" in first_screen
+    follow = tomllib.loads((run.home / "next.toml").read_text())
+    assert follow["baseline"] == {"epochs": 3, "learning_rate": 0.003, "batch_size": 16}
+    assert follow["seeds"] == "auto" and follow["max_seeds"] == 5
+    assert "follow-up grid: next.toml" in run.stdout
+    assert (run.run_dirs[0] / "next.toml").read_text() == (run.home / "next.toml").read_text()
+
+
+def test_each_rounds_task_runs_carry_the_rounds_tag_in_prefect(user_runs, prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    run = ran(user_runs, "seeds in rounds, a broken learning rate, the follow-up grid")
+    flow_run = json.loads((run.run_dirs[0] / "summary.json").read_text())["flow_run_id"]
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run])))
+    tags = {}
+    for task_run in task_runs:
+        if task_run.name.startswith("train "):
+            tags.setdefault(task_run.name.split(": ")[0].removeprefix("train "), set()).update(task_run.tags)
+    assert {"round 1", "round 2"} <= tags["learning_rate"] | tags["baseline"] and tags["confirmation"] == {
+        "confirmation"}
+    assert "round 2" not in {tag for task_run in task_runs if "10.0" in task_run.name for tag in task_run.tags}
+
+
+def test_the_same_rounds_run_again_resumes_from_its_cells_and_trains_nothing(user_runs, prefect_server):
+    """Started again after it ended (or was interrupted), the run reaches the same rounds from its cached cells."""
+    run = ran(user_runs, "seeds in rounds, a broken learning rate, the follow-up grid")
+    again = subprocess.run(run.argv, cwd=run.home, capture_output=True, text=True, timeout=300,
+                           env=os.environ | {"PREFECT_API_URL": prefect_server})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"reused {len(results(run))} of {len(results(run))} training runs" in again.stdout
+    assert "training none (every cell reused)" in again.stdout and "round 2 of 2" in again.stdout + again.stderr
+
+
 def test_gate_warn_trains_on_the_readable_images_and_names_the_broken_one(user_runs):
     run = ran(user_runs, "gate warn on a broken file")
     table = results(run)
@@ -159,5 +213,5 @@ def test_the_table_covers_every_command_and_option_the_issue_lists():
     typed = [c.line for c in COMMANDS]
     for needed in ("ablate run --grid", "ablate run --model", "ablate run --aa", "--axes", "ablate grid ",
                    "ablate validate ", "python -m flows.ablation", "python -m flows.data_quality_gate",
-                   "--dataset path/to/photos", "--dataset my-data.npz", "make run", "--verbose"):
+                   "--dataset path/to/photos", "--dataset my-data.npz", "make run", "--verbose", "--next"):
         assert any(needed in line for line in typed), needed

@@ -137,7 +137,7 @@ def test_a_crashed_cell_is_retried_once_and_a_timed_out_one_is_not(prefect_serve
 
 
 def test_progress_line_counts_done_running_failed_cached_and_time():
-    from flows.ablation import progress_line
+    from flows.fan_out import progress_line
 
     ok = {"axis": "depth", "variant": "1 block x16", "seed": 1, "status": "ok", "test_accuracy": 0.961,
           "seconds": 4.2}

@@ -61,7 +61,12 @@ def test_yaml_works_too(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("[axes]\nwidht = [1, 2]", "unknown axis widht; allowed: epochs, normalization"),
-    ("seed = 3\n[axes]\ndropout = [0.5]", "seed: unknown key; allowed: seeds, mode, factorial, baseline, axes"),
+    ("seed = 3\n[axes]\ndropout = [0.5]",
+     "seed: unknown key; allowed: seeds, max_seeds, mode, factorial, baseline, axes"),
+    ("seeds = 'sometimes'\n[axes]\ndropout = [0.5]", "seeds: expected a whole number from 1 to 100, or \"auto\"; got "
+                                                    "'sometimes'"),
+    ("max_seeds = 5\n[axes]\ndropout = [0.5]", "max_seeds needs seeds = \"auto\""),
+    ("seeds = 'auto'\nmax_seeds = 2\n[axes]\ndropout = [0.5]", "max_seeds: Input should be greater than or equal to 3"),
     ("[baseline]\nlearning_rat = 0.1\n[axes]\ndropout = [0.5]", "baseline.learning_rat: unknown key; allowed:"),
     ("[axes]\noptimizer = ['adam', 'rmsprop']", "axes.optimizer: Input should be 'adam', 'sgd' or 'adamw'"),
     ("[axes]\ndropout = [0.5, 1.5]", "axes.dropout: Input should be less than 1"),
@@ -100,7 +105,7 @@ def test_the_cli_lists_a_grid_and_refuses_a_bad_one_or_a_conflict(tmp_path, caps
     assert main(["grid", "--grid", str(bad)]) == 2
     assert capsys.readouterr().err.startswith(f"ablate: error: --grid {bad}: unknown axis widht; allowed:")
     assert main(["run", "--grid", str(EXAMPLE), "--seeds", "2"]) == 2
-    assert "a grid file sets the axes, epochs and seeds itself; drop --seeds" in capsys.readouterr().err
+    assert "a grid file sets the axes, epochs, seeds and baseline itself; drop --seeds" in capsys.readouterr().err
 
 
 def test_either_spelling_of_a_setting_or_value_names_the_same_variants(tmp_path):

@@ -40,6 +40,15 @@ def test_the_status_line_counts_running_failed_cached_and_extrapolates_time():
     assert status(6, 6, 0, 0, 0, 30.0) == "30 s elapsed"
 
 
+def test_a_round_of_seeds_is_named_in_the_status_line():
+    grid = GridProgress()
+    grid.start(total=4, cached=0, slots=2, label="round 2 of 4")
+    grid.finished(failed=False)
+    assert re.fullmatch(r"\[1/4\] round 2 of 4 \| 2 running \| \d+ s elapsed(, ~\d+ s left)?", grid.snapshot()[2])
+    grid.stop()
+    assert grid.snapshot() is None
+
+
 def test_the_display_shows_the_counts_and_log_lines_print_above_it_never_over_it():
     from prefect.logging.handlers import PrefectConsoleHandler  # a rich Console of its own, as in a real run
 

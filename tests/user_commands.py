@@ -26,6 +26,21 @@ BIN = Path(sys.executable).parent  # the environment the tests run in, where `ab
 # `make run` uses the project's .venv; from another environment it would first build one (minutes).
 IN_PROJECT_VENV = BIN.resolve() == (ROOT / ".venv" / "bin").resolve()
 XSS_CLASS = "<img src=x onerror=alert(1)>"  # a class folder named like markup: the report must show it as text
+# Seeds in rounds on a baseline with two faults (a learning rate too low, a batch too large for 160 images and 3
+# epochs), each fixed by one change, and a learning rate far too high: the rounds stop it after the first, and
+# the two fixes are combined and confirmed on fresh seeds.
+ROUNDS_TOML = """seeds = "auto"
+max_seeds = 5
+
+[baseline]
+epochs = 3
+learning_rate = 0.0003
+batch_size = 128
+
+[axes]
+learning_rate = [0.003, 10.0]
+batch_size = [16]
+"""
 FACTORIAL_YAML = """seeds: 2
 mode: factorial
 baseline:
@@ -60,6 +75,8 @@ COMMANDS = [
             "--epochs 1 --seeds 2 --limit 60", files=RUN_FILES),
     Command("a/a control, British axis name", "ablate run --aa --axes normalisation",
             "--epochs 1 --seeds 3 --limit 100", files=RUN_FILES),
+    Command("seeds in rounds, a broken learning rate, the follow-up grid", "ablate run --grid rounds.toml --next "
+            "next.toml", "--limit 200", files=RUN_FILES + ("next.toml",)),
     Command("npz, factorial grid in YAML", "ablate run --dataset my-data.npz --grid factorial.yaml", files=RUN_FILES),
     Command("gate warn on a broken file", "ablate run --dataset broken-photos --gate warn --axes dropout",
             "--epochs 1 --seeds 1", files=RUN_FILES),
@@ -101,6 +118,7 @@ def run_one(command: Command, home: Path, data: dict[str, Path], api_url: str) -
     # A user's own model file, in their own folder: the builders the other tests use, under the name the docs show.
     (home / "my_model.py").write_text((ROOT / "tests" / "user_models.py").read_text() + "\nbuild_model = small_mlp\n")
     (home / "factorial.yaml").write_text(FACTORIAL_YAML)
+    (home / "rounds.toml").write_text(ROUNDS_TOML)
     shutil.copytree(ROOT / "examples", home / "examples")  # as in a clone
     line = command.line.replace("{home}", str(home))
     for placeholder, path in data.items():

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.errors import NOT_APPLICABLE
-from tasks.report import statistics
-from tasks.training.grid import AA_AXIS, AXES, BASELINE_AXIS, baseline_value
+from tasks.report import sequential, statistics
+from tasks.training.grid import AA_AXIS, AXES, BASELINE_AXIS, CONFIRM_AXIS, baseline_value
 
 RESULT_COLUMNS = ["axis", "variant", "seed", "status", "test_accuracy", "val_accuracy_at_best", "best_epoch",
                   "final_val_accuracy", "final_train_accuracy", "epochs", "seconds", "worker", "cached", "error"]
@@ -43,12 +43,21 @@ def history_table(records: list[dict]) -> pd.DataFrame:
                                        "val_loss"])
 
 
-def summarise(results: pd.DataFrame) -> pd.DataFrame:
+def summarise(results: pd.DataFrame, plan: tuple[int, ...] | None = None,
+              broken: dict[tuple[str, str], str] | None = None) -> pd.DataFrame:
     """Per variant: seeds scored; mean and spread of test accuracy (and of validation accuracy at the chosen
     epoch) with intervals inside 0-1; and against the baseline, the paired difference on shared seeds judged by
     the run's one decision rule (`statistics`): a paired test, Holm-adjusted over every comparison of the run,
     its interval at the level Holm tested it at, the share of seeds on which the variant won, and the seeds 80%
-    power would need."""
+    power would need.
+
+    ``plan``: the looks of a run with seeds in rounds (`sequential.looks`); each comparison is then judged by the
+    group-sequential form of the rule (`sequential.settle`) at the look that decided it, or its last, and says
+    where it stands ("stopped": decided, futile, broken, budget spent). ``broken``: the variants broken on every
+    seed (`diagnose.broken_variants`), named so whatever the test says. The confirmation of the recommended
+    configuration (CONFIRM_AXIS) is not one of these comparisons: see `recommend`."""
+    results = results[results["axis"] != CONFIRM_AXIS]
+    broken = broken or {}
     scored = results[results["status"].isin(SCORED)]
     baseline = scored[scored["axis"] == BASELINE_AXIS].set_index("seed")[METRIC]
     rows, differences = [], {}
@@ -57,28 +66,62 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         row = {"axis": axis, "variant": variant, "cells": len(group), "scored": len(ok),
                "failed": int((group["status"] == "failed").sum()),
                "diverged": int((group["status"] == "diverged").sum()),
-               "mean_seconds": float(ok["seconds"].mean()) if len(ok) else math.nan}
+               "mean_seconds": float(ok["seconds"].mean()) if len(ok) else math.nan,
+               "broken": broken.get((axis, variant), "")}
         for which, column in (("test", METRIC), ("val", "val_accuracy_at_best")):
             row |= mean_interval(ok[column].dropna().to_numpy(), which)
         if axis != BASELINE_AXIS:
-            paired = (ok.set_index("seed")[METRIC] - baseline).dropna().to_numpy()
-            differences[len(rows)] = paired
-            test, p_value = statistics.paired_p(paired)
-            row |= {"pairs": len(paired), "delta": float(paired.mean()) if len(paired) else math.nan,
-                    "test": test, "p_value": p_value}
+            # per seed 0, 1, ... as far as this variant has tried, NaN where either side has no score
+            mine = ok.set_index("seed")[METRIC]
+            differences[len(rows)] = (mine - baseline).reindex(range(int(group["seed"].max()) + 1)).to_numpy()
         rows.append(row)
-    judged = statistics.holm([rows[i]["p_value"] for i in differences])
-    for (i, paired), (adjusted, level) in zip(differences.items(), judged):
-        rows[i] |= judge(paired, adjusted, level)
+    judged = _judge_fixed(differences) if plan is None else _judge_sequential(differences, plan, rows)
+    for i, verdict_row in judged.items():
+        rows[i] |= verdict_row
         if (results[(results["axis"] == rows[i]["axis"]) & (results["variant"] == rows[i]["variant"])]["status"]
                 == NOT_APPLICABLE).all():
             rows[i]["effect"] = NOT_APPLICABLE
     return pd.DataFrame(rows)
 
 
-def judge(paired: np.ndarray, adjusted: float, level: float) -> dict:
-    """The decision rule's verdict on one comparison's paired differences, given its Holm-adjusted p-value and
-    the level its step tested it at."""
+def _judge_fixed(differences: dict[int, np.ndarray]) -> dict[int, dict]:
+    """Every comparison on all its seeds, Holm-adjusted over the run."""
+    paired = {i: d[~np.isnan(d)] for i, d in differences.items()}
+    tests = {i: statistics.paired_p(d) for i, d in paired.items()}
+    judged = statistics.holm([tests[i][1] for i in paired])
+    return {i: _facts(paired[i], *tests[i]) | judge(paired[i], adjusted < statistics.ALPHA, level, adjusted)
+            for i, (adjusted, level) in zip(paired, judged)}
+
+
+def _judge_sequential(differences: dict[int, np.ndarray], plan: tuple[int, ...], rows: list[dict]
+                      ) -> dict[int, dict]:
+    """Every comparison at the look that decided it (or its last), by the group-sequential rule."""
+    order = list(differences)
+    broken = frozenset(k for k, i in enumerate(order) if rows[i]["broken"])
+    standings = sequential.settle([differences[i] for i in order], plan, broken)
+    judged = {}
+    for i, standing in zip(order, standings):
+        decision = standing.decision
+        if decision is None:  # never scored on a shared seed
+            judged[i] = _facts(np.array([]), "", math.nan) | judge(np.array([]), False, math.nan)
+            continue
+        paired = sequential.scored(differences[i][:plan[decision.look]])
+        judged[i] = (_facts(paired, *statistics.paired_p(paired))
+                     | judge(paired, decision.rejected, decision.level)
+                     | {"stopped": standing.state, "look": decision.look + 1, "looks": len(plan),
+                        "seeds_tried": len(differences[i])})
+    return judged
+
+
+def _facts(paired: np.ndarray, test: str, p_value: float) -> dict:
+    return {"pairs": len(paired), "delta": float(paired.mean()) if len(paired) else math.nan, "test": test,
+            "p_value": p_value}
+
+
+def judge(paired: np.ndarray, claimed: bool, level: float, adjusted: float = math.nan) -> dict:
+    """The decision rule's verdict on one comparison's paired differences: whether its test rejected (Holm's
+    step-down, or the group-sequential boundary), the level it was tested at, and its Holm-adjusted p-value (NaN
+    in rounds, where the boundary of each look plays that part)."""
     n = len(paired)
     share, share_low, share_high = statistics.beats(paired)
     row = {"p_adjusted": adjusted, "level": level, "beats": share, "beats_low": share_low,
@@ -88,7 +131,6 @@ def judge(paired: np.ndarray, adjusted: float, level: float) -> dict:
     if n == 1:
         return row | {"ci_low": math.nan, "ci_high": math.nan, "effect": NO_CONFIDENCE}
     low, high = statistics.t_interval(paired, level)
-    claimed = adjusted < statistics.ALPHA
     effect = (HELPS if paired.mean() > 0 else HURTS) if claimed else UNCLEAR
     if not claimed:
         row["seeds_needed"] = statistics.seeds_for_power(float(paired.mean()), float(paired.std(ddof=1)), level)
@@ -105,8 +147,19 @@ def interval_words(row) -> str:
 
 
 def rule_words(row) -> str:
-    """The test behind a change's label, with its Holm-adjusted p-value ("" where none ran)."""
-    return f"{row['test']}, adjusted p = {row['p_adjusted']:.2g}" if row.get("test") else ""
+    """The test behind a change's label, with its Holm-adjusted p-value, or in rounds its p-value against the
+    boundary of the look that decided it ("" where none ran)."""
+    if not row.get("test"):
+        return ""
+    if not _in_rounds(row):
+        return f"{row['test']}, adjusted p = {row['p_adjusted']:.2g}"
+    return (f"{row['test']} at round {int(row['look'])} of {int(row['looks'])}, p = {row['p_value']:.2g} "
+            f"against its boundary {row['level']:.2g}")
+
+
+def _in_rounds(row) -> bool:
+    look = row.get("look")
+    return look is not None and not (isinstance(look, float) and math.isnan(look))
 
 
 def mean_interval(values: np.ndarray, name: str, confidence: float = 0.95) -> dict:
@@ -128,6 +181,9 @@ class Verdict:
     notes: list[str]
     control: dict | None = None  # the A/A control's row (--aa), kept out of the changes
     caveats: list[str] = field(default_factory=list)  # said up front, under the headline
+    broken: list[dict] = field(default_factory=list)  # broken on every seed: named apart, whatever the test says
+    plan: tuple[int, ...] | None = None  # the looks of a run in rounds (--seeds auto)
+    recommendation: object = None  # `recommend.Recommendation`, set by the report once it is known
 
 
 def nothing_compared(records: list[dict]) -> str | None:
@@ -146,10 +202,12 @@ def nothing_compared(records: list[dict]) -> str | None:
     return f"Nothing could be compared: {who} ({reason.rstrip('.')}){advice}."
 
 
-def verdict(summary: pd.DataFrame) -> Verdict:
+def verdict(summary: pd.DataFrame, plan: tuple[int, ...] | None = None) -> Verdict:
     """Rank the changes by mean paired gain and say, in words, what the intervals support."""
     changes = summary[~summary["axis"].isin([BASELINE_AXIS, AA_AXIS])]
     changes = changes.sort_values("delta", ascending=False, na_position="last")
+    broken = changes[changes["broken"].fillna("") != ""] if "broken" in changes else changes.iloc[:0]
+    changes = changes.drop(broken.index)
     pick = lambda label: changes[changes["effect"] == label].to_dict("records")  # noqa: E731
     helps, hurts = pick(HELPS), pick(HURTS)
     unclear = pick(UNCLEAR) + pick(NO_CONFIDENCE)
@@ -179,13 +237,15 @@ def verdict(summary: pd.DataFrame) -> Verdict:
         best = helps[0]
         headline = (f"{_describe(best)} helps most: +{best['delta'] * 100:.1f} points of test accuracy "
                     f"over the baseline ({interval_words(best)}, {int(best['pairs'])} seeds).")
+    elif not len(changes) and len(broken):
+        headline = f"No change beats the baseline: {', '.join(broken['variant'])} broke on every seed."
     elif len(changes) and changes["delta"].notna().any():
         top = changes.iloc[0]
         headline = (f"No change clearly beats the baseline. The largest mean difference, {top['delta'] * 100:+.1f} "
                     f"points from {_describe(top)}, is within the noise between seeds.")
     else:
         headline = "No change could be compared with the baseline."
-    return Verdict(headline, helps, hurts, unclear, notes, control, caveats)
+    return Verdict(headline, helps, hurts, unclear, notes, control, caveats, broken.to_dict("records"), plan)
 
 
 def _describe(row) -> str:

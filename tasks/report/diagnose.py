@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+
+from tasks.training.grid import BASELINE_AXIS
 
 OVERFIT_GAP = 0.10  # train accuracy 10 points above validation: more than batch noise or dropout's train penalty
 VAL_RISE = 0.10  # validation loss 10% above its minimum at the end: the model got worse on unseen data
@@ -121,3 +124,46 @@ def diagnose_all(records: list[dict], classes: int,
             groups.setdefault((record["axis"], record["variant"]), []).append(record)
     return {variant: diagnose(group, classes, max_epochs or int(group[0].get("max_epochs", 0)))
             for variant, group in groups.items()}
+
+
+def broken_seed(record: dict, classes: int) -> str | None:
+    """Why one training run is broken, in words, or None if it learned: its loss became NaN; it ended at chance
+    (final validation accuracy within CHANCE_MARGIN of guessing) with a training loss above the cross-entropy of
+    guessing every class alike (ln of the classes: an Adam step of 10 leaves it in the tens of thousands, never
+    NaN) or higher than after its first epoch; or its best validation accuracy never left chance. Validation, not
+    test: nothing here reads the data the verdict reports. A heavily regularised model whose training loss stays
+    high but whose validation accuracy is above chance is not broken."""
+    history = record.get("history") or {}
+    loss = list(history.get("loss", []))
+    if record["status"] == "diverged" or any(_isnan(v) for v in loss):
+        return "the loss became NaN"
+    val = [v for v in history.get("val_accuracy", []) if not _isnan(v)]
+    if not classes or not val:
+        return None
+    chance = 1 / classes + CHANCE_MARGIN + 1e-6  # accuracies arrive as float32: 0.15000000596 is 0.15
+    if max(val) <= chance:
+        return "validation accuracy stayed at chance"
+    if val[-1] <= chance and classes > 1 and loss and loss[-1] > math.log(classes):
+        return f"it ended at chance with a training loss above guessing's ({math.log(classes):.2f})"
+    if val[-1] <= chance and len(loss) >= 2 and loss[-1] > loss[0]:
+        return "it ended at chance with a rising training loss"
+    return None
+
+
+def broken_variants(records: list[dict], classes: int) -> dict[tuple[str, str], str]:
+    """The variants broken on every seed they trained ("the loss became NaN on 3 of 3 seeds"), by (axis,
+    variant). None while the baseline is itself broken on every seed: then nothing is singled out."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for record in records:
+        if record["status"] in ("ok", "diverged"):
+            groups.setdefault((record["axis"], record["variant"]), []).append(record)
+    base = groups.get((BASELINE_AXIS, BASELINE_AXIS), [])
+    if base and all(broken_seed(r, classes) for r in base):
+        return {}
+    found = {}
+    for key, group in groups.items():
+        reasons = [broken_seed(r, classes) for r in group]
+        if key[0] != BASELINE_AXIS and all(reasons):
+            reason = Counter(reasons).most_common(1)[0][0]
+            found[key] = f"{reason} on {reasons.count(reason)} of {len(group)} seeds"
+    return found

@@ -17,8 +17,15 @@ def verdict_markdown(verdict: Verdict, gate_status: str | None, report: str) -> 
                 f"{row['delta'] * 100:+.1f} points{interval}")
     lines = [f"### {verdict.headline}", "", f"Data-quality gate: **{gate_status or 'not run'}**", ""]
     lines += [line(row) for row in verdict.helps + verdict.hurts + verdict.unclear]
+    lines += [f"- **{row['variant']}** ({row['axis'].replace('_', ' ')}): broken, {row['broken']}"
+              for row in verdict.broken]
     if verdict.control is not None:
         lines.append(f"- A/A control: {line(verdict.control).removeprefix('- ')}")
+    if (advice := verdict.recommendation) is not None:
+        gain = ("" if advice.gain is None else
+                f": {advice.gain['delta'] * 100:+.1f} points ({interval_words(advice.gain)})")
+        lines += ["", f"**Recommended**: {' + '.join(advice.changes) or 'the baseline as it is'}{gain}"]
+        lines += [f"_{advice.warning}_"] if advice.warning else []
     lines += [""] + verdict.caveats + verdict.notes + ["", f"Report: `{report}`"]
     return "\n".join(lines)
 

@@ -19,7 +19,9 @@ from tasks.report.comparison import comparison_view
 from tasks.report.explain import gate_links
 from tasks.report.gate_section import gate_view
 from tasks.report.plots import curves_png, effects_png
+from tasks.report.recommend import cli_flags, settings_block
 from tasks.report.render import render
+from tasks.report.sequential import BROKEN, FUTILE, SPENT
 from tasks.report.statistics import MAX_SEEDS
 from tasks.report.thumbnails import ImageDrawer
 from tasks.training.grid import BASELINE_AXIS, baseline_value
@@ -60,10 +62,50 @@ def verdict_view(gate: GateResult | None, verdict: Verdict, summary: pd.DataFram
     return {"headline": verdict.headline, "tone": "" if verdict.helps else "flat",
             "facts": key_facts(gate, verdict, summary),
             "helps": [effect_line(r) for r in verdict.helps], "hurts": [effect_line(r) for r in verdict.hurts],
+            "broken": [broken_line(r) for r in verdict.broken],
             "unclear": ", ".join(unclear_words(r) for r in verdict.unclear), "control": control,
             "links": gate_links(failed, summary), "notes": verdict.notes, "caveats": verdict.caveats,
-            "comparisons": int(summary["p_adjusted"].notna().sum()) if summary is not None and "p_adjusted" in summary
-            else 0}
+            "comparisons": int(summary["p_value"].notna().sum()) if summary is not None and "p_value" in summary
+            else 0, "rounds": rounds_words(verdict.plan, summary),
+            "recommendation": recommendation_view(verdict.recommendation)}
+
+
+def broken_line(row: dict) -> dict:
+    """A variant that broke on every seed: what broke, and what the rule says of it all the same."""
+    stopped = " (no more seeds after its first round)" if row.get("stopped") == BROKEN else ""
+    return {"variant": row["variant"], "axis": row["axis"].replace("_", " "), "reason": row["broken"],
+            "stopped": stopped, "effect": effect_line(row)}
+
+
+def rounds_words(plan: tuple[int, ...] | None, summary: pd.DataFrame | None) -> dict | None:
+    """With --seeds auto: the looks, and how many training runs the seeds in rounds took against fixed seeds."""
+    if plan is None or summary is None:
+        return None
+    return {"looks": ", ".join(map(str, plan)), "cells": int(summary["cells"].sum()),
+            "fixed": int(len(summary) * plan[-1]), "most": plan[-1]}
+
+
+def recommendation_view(advice) -> dict | None:
+    """The first screen's last word: the configuration to use, as a grid file block and as options, its gain."""
+    if advice is None:
+        return None
+    gain = advice.gain
+    measured = None
+    if gain is not None:
+        how = (f"on {int(gain['pairs'])} fresh seeds, apart from the ones that chose it" if advice.confirmed
+               else f"on the {int(gain['pairs'])} seeds of the one-factor pass")
+        measured = {"delta": f"{gain['delta'] * 100:+.1f}", "interval": interval_words(gain), "how": how,
+                    "effect": gain["effect"], "test": rule_words(gain)}
+    return {"changes": advice.changes, "gain": measured, "warning": advice.warning, "note": advice.note,
+            "block": settings_block(advice.config, advice.baseline), "flags": cli_flags(advice.config, advice.baseline),
+            "comparisons": [confirmation_line(row) for row in advice.comparisons]}
+
+
+def confirmation_line(row: dict) -> str:
+    """"combined: a + b against baseline: +3.1 points (98.3% CI +1.2 to +5.0, paired t-test, adjusted p = 0.004)"."""
+    test = rule_words(row)
+    return (f"{row['variant']} against {row['against']}: {row['effect']}, {row['delta'] * 100:+.1f} points "
+            f"({interval_words(row)}{f', {test}' if test else ''}, {int(row['pairs'])} seeds)")
 
 
 def protocol_words(run: dict) -> dict:
@@ -125,14 +167,18 @@ def wins_words(row: dict) -> str:
 
 
 def unclear_words(row: dict) -> str:
-    """"dropout 0.5 (+0.3 points; ~40 seeds would tell at 80% power)"."""
+    """"dropout 0.5 (+0.3 points; ~40 seeds would tell at 80% power)"; in rounds, where it stopped too
+    ("stopped at 5 seeds: ...")."""
     if math.isnan(row.get("delta", math.nan)):
         return str(row["variant"])
     needed = row.get("seeds_needed")
-    tell = (f"; ~{int(needed)} seeds would tell at 80% power" if needed and not math.isnan(needed)
-            else f"; over {MAX_SEEDS} seeds would be needed to tell" if row.get("pairs", 0) > 1 and row["delta"]
+    tell = (f"~{int(needed)} seeds would tell at 80% power" if needed and not math.isnan(needed)
+            else f"over {MAX_SEEDS} seeds would be needed to tell" if row.get("pairs", 0) > 1 and row["delta"]
             else "")
-    return f"{row['variant']} ({row['delta'] * 100:+.1f} points{tell})"
+    stopped = {FUTILE: f"stopped at {int(row['pairs'])} seeds", SPENT: f"all {int(row['pairs'])} seeds used"}.get(
+        row.get("stopped"), "")
+    said = ": ".join(part for part in (stopped, tell) if part)
+    return f"{row['variant']} ({row['delta'] * 100:+.1f} points{f'; {said}' if said else ''})"
 
 
 def axis_view(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -> dict:
@@ -148,14 +194,24 @@ def axis_view(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -
         rows.append({"name": name, "seeds": f"{row['scored']}/{row['cells']}", "accuracy": mean_ci(row, "test"),
                      "sd": pct(row["std_test"]), "val": mean_ci(row, "val"),
                      "delta": "" if is_base else delta_cell(row),
-                     "p": None if is_base or not row.get("test") else f"{row['p_adjusted']:.2g}",
+                     "p": None if is_base or not row.get("test") else p_words(row),
                      "test": row.get("test") or "", "effect": None if is_base else row["effect"],
                      "effect_class": "" if is_base else row["effect"].split()[0],
                      "seconds": seconds(row.get("mean_seconds"))})
     effects = [r for r in axis_rows(summary, axis).to_dict("records")
                if r["axis"] != BASELINE_AXIS and not math.isnan(r.get("delta", math.nan))]
+    in_rounds = "look" in summary and summary["look"].notna().any()
     return {"name": axis, "title": axis.replace("_", " ").capitalize(), "rows": rows, "diagnoses": found,
+            "p_label": "p against its round's boundary" if in_rounds else "adjusted p",
             "effects_png": effects_png(effects), "curves_png": curves_png(plotted)}
+
+
+def p_words(row: dict) -> str:
+    """The axis table's p: Holm-adjusted, or in rounds the p-value against the boundary it was tested at."""
+    look = row.get("look")
+    if look is None or math.isnan(look):
+        return f"{row['p_adjusted']:.2g}"
+    return f"{row['p_value']:.2g} vs {row['level']:.2g} (round {int(look)})"
 
 
 def mean_ci(row: dict, which: str) -> dict:

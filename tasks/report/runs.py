@@ -11,6 +11,7 @@ from pathlib import Path
 from tasks.files import write_atomic
 from tasks.report.plots import trend_png
 from tasks.report.render import render
+from tasks.training.grid_file import settings_of
 
 
 def new_run_dir(reports_dir: Path, dataset: str) -> Path:
@@ -37,6 +38,15 @@ def run_summary(run: dict, gate_status: str | None, summary=None, outcome=None) 
     if summary is not None:
         base = summary[summary["axis"] == "baseline"]["mean_test"]
         record["baseline_accuracy"] = _number(base.iloc[0]) if len(base) else None
+    if outcome is not None and outcome.recommendation is not None:
+        advice = outcome.recommendation
+        record["recommendation"] = {"changes": advice.changes, "confirmed": advice.confirmed,
+                                    "warning": advice.warning or None,
+                                    "settings": settings_of(advice.config, advice.baseline),
+                                    "delta": _number(advice.gain["delta"]) if advice.gain else None,
+                                    "ci_low": _number(advice.gain["ci_low"]) if advice.gain else None,
+                                    "ci_high": _number(advice.gain["ci_high"]) if advice.gain else None}
+        record["broken"] = {row["variant"]: row["broken"] for row in outcome.broken}
     if outcome is not None and outcome.helps:
         best = outcome.helps[0]
         record["best"] = {k: best[k] if isinstance(best[k], str) else _number(best[k])

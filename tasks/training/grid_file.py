@@ -1,7 +1,8 @@
 """A grid file (`ablate run --grid ablation.toml`, or .yaml): the baseline, the axes and their values, seeds and
 the mode, validated with pydantic so that a typo is one line naming the key and what is allowed.
 
-    seeds = 3
+    seeds = 3                      # or "auto": rounds of seeds until each change is settled
+    max_seeds = 10                 # with seeds = "auto": the most seeds a variant gets
     mode = "one-factor"            # or "factorial"
     factorial = ["learning_rate", "dropout"]   # factorial mode: the axes to cross (default: every axis)
 
@@ -25,11 +26,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from tasks.errors import AblationError
-from tasks.training.grid import (AA_AXIS, AA_VARIANT, AUGMENTATIONS, BASELINE, BASELINE_AXIS, LR_SCHEDULES, MODEL_SPEC,
-                                 NORMALIZATIONS, OPTIMIZERS, SPELLINGS, VALUE_SPELLINGS, Cell, TrainConfig)
+from tasks.training.grid import (AA_AXIS, AA_VARIANT, AUGMENTATIONS, AXES, BASELINE, BASELINE_AXIS,
+                                 DEFAULT_MAX_SEEDS, FIRST_LOOK, LR_SCHEDULES, MODEL_SPEC, NORMALIZATIONS, OPTIMIZERS,
+                                 SPELLINGS, VALUE_SPELLINGS, Cell, TrainConfig, Variant, seeded)
 
 FACTORIAL_AXIS = "factorial"
 MAX_CELLS = 10_000  # a factorial grid past this is a typo, not a plan
@@ -83,11 +85,21 @@ SETTINGS = tuple(Settings.model_fields)
 class GridFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seeds: Annotated[int, Field(ge=1, le=100)] = 3
+    seeds: int | Literal["auto"] = 3  # checked by _seeds, for one message rather than one per type
+    max_seeds: Annotated[int, Field(ge=FIRST_LOOK, le=100)] | None = None
     mode: Literal["one-factor", "factorial"] = "one-factor"
     factorial: list[str] | None = None
     baseline: Settings = Settings()
     axes: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(min_length=1)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+            raise ValueError(f"expected a whole number from 1 to 100, or \"auto\"; got {value!r}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -107,6 +119,8 @@ class GridFile(BaseModel):
 
     @model_validator(mode="after")
     def _axes_are_settings(self) -> GridFile:
+        if self.max_seeds is not None and self.seeds != "auto":
+            raise ValueError("max_seeds needs seeds = \"auto\"")
         unknown = [axis for axis in self.axes if axis not in SETTINGS]
         if unknown:
             raise ValueError(f"unknown axis {', '.join(unknown)}; allowed: {', '.join(SETTINGS)}")
@@ -177,23 +191,136 @@ def load_grid(path: str | Path) -> GridFile:
     return grid
 
 
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``--set SETTING=VALUE``: the value as TOML reads it (``0.001``, ``true``, ``[32, 64]``, ``"adamw"``),
+    or the bare text (``standardize``); the setting in either spelling. Raises ValueError in one line."""
+    key, equals, raw = (part.strip() for part in text.partition("="))
+    if not equals or not key or not raw:
+        raise ValueError(f"expected SETTING=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    ((key, value),) = _respelled({key: value}, "--set").items()
+    if key not in SETTINGS:
+        raise ValueError(f"unknown setting {key!r}; allowed: {', '.join(SETTINGS)}")
+    field = Settings.model_fields[key]
+    kind = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+    try:  # this setting's type and range alone: how settings go together is checked with all of them
+        value = TypeAdapter(kind).validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(f"{key}: {_one_line(exc)}") from None
+    return key, value
+
+
+def baseline_config(settings: dict[str, Any] | None, epochs: int | None = None) -> TrainConfig:
+    """The built-in baseline with ``settings`` (``--set``, or the flow's ``settings``) in place of its own;
+    ``epochs`` too, unless the settings already set it (both is an error). GridFileError (exit 2) on a bad set."""
+    settings = dict(settings or {})
+    if epochs is not None and "epochs" in settings:
+        raise GridFileError("epochs is set twice: give --epochs or --set epochs=N, not both")
+    try:
+        table = _respelled(settings, "--set")
+        config = Settings(**table | ({"epochs": epochs} if epochs is not None else {})).config()
+    except ValidationError as exc:
+        raise GridFileError(f"--set: {_one_line(exc)}") from None
+    except ValueError as exc:
+        raise GridFileError(str(exc)) from None
+    return config
+
+
 def check_no_conflict(given: dict[str, Any]) -> None:
-    """A grid file sets the axes, epochs and seeds itself: any of them also given (not None) is an error that
-    names them, as the caller spells them ("--epochs" on the command line, "epochs" as a flow parameter)."""
+    """A grid file sets the axes, epochs, seeds and baseline itself: any of them also given (not None) is an
+    error that names them, as the caller spells them ("--epochs" on the command line, "epochs" as a flow
+    parameter)."""
     names = [name for name, value in given.items() if value is not None]
     if names:
-        raise GridFileError(f"a grid file sets the axes, epochs and seeds itself; drop {', '.join(names)}")
+        raise GridFileError(f"a grid file sets the axes, epochs, seeds and baseline itself; drop {', '.join(names)}")
 
 
 def grid_cells(grid: GridFile, aa: bool = False) -> list[Cell]:
-    """The grid's cells: every variant for seeds 0..seeds-1 (and the A/A control with ``aa``)."""
+    """The grid's cells: every variant for seeds 0..seeds-1 (up to max_seeds with seeds = "auto"), and the A/A
+    control with ``aa``."""
+    variants = grid_variants(grid, aa)
+    return seeded(variants, range(grid.max_seeds or DEFAULT_MAX_SEEDS if grid.seeds == "auto" else grid.seeds))
+
+
+def grid_variants(grid: GridFile, aa: bool = False) -> list[Variant]:
     variants = grid.variants()
     if aa:
         variants.append((AA_AXIS, AA_VARIANT, replace(variants[0][2], run_copy=1)))
-    if len(variants) * grid.seeds > MAX_CELLS:
-        raise ValueError(f"{len(variants) * grid.seeds} cells is more than {MAX_CELLS}: cross fewer axes")
-    return [Cell(axis, name, replace(config, seed=seed)) for axis, name, config in variants
-            for seed in range(grid.seeds)]
+    most = grid.max_seeds or DEFAULT_MAX_SEEDS if grid.seeds == "auto" else grid.seeds
+    if len(variants) * most > MAX_CELLS:
+        raise ValueError(f"{len(variants) * most} cells is more than {MAX_CELLS}: cross fewer axes")
+    return variants
+
+
+def settings_of(config: TrainConfig, was: TrainConfig = BASELINE) -> dict[str, Any]:
+    """A config as a grid file's settings: epochs, then each setting the built-in baseline does not share, and
+    each that differs from ``was`` (so a change back to a built-in value is still written out)."""
+    values: dict[str, Any] = {"epochs": config.max_epochs}
+    for name in SETTINGS[1:]:
+        value = getattr(config, name)
+        if value != getattr(BASELINE, name) or value != getattr(was, name):
+            values[name] = list(value) if isinstance(value, tuple) else value
+    return values
+
+
+def builtin_axes(axes: list[str]) -> dict[str, list[Any]]:
+    """Built-in axes as a grid file's [axes]: one axis per setting they change, with every value they try
+    ("depth" becomes conv_filters and dense_units)."""
+    found: dict[str, list[Any]] = {}
+    for axis in axes:
+        for change in AXES[axis].values():
+            for name, value in change.items():
+                value = list(value) if isinstance(value, tuple) else value
+                if value not in found.setdefault(name, []):
+                    found[name].append(value)
+    return found
+
+
+def follow_up(config: TrainConfig, axes: dict[str, list[Any]], seeds: int | str, max_seeds: int | None,
+              mode: str = "one-factor", factorial: list[str] | None = None, header: str = "",
+              was: TrainConfig = BASELINE) -> str:
+    """A grid file (TOML) whose baseline is ``config``, with the same ``axes``, seeds and mode: the next round
+    of the user's search. A value that cannot be tried around this baseline (a warm-up without the cosine
+    schedule) is dropped, and so is an axis left with none, so the file always loads."""
+    baseline = settings_of(config, was)
+    centre, kept = Settings(**baseline).config(), {}
+    for name, values in axes.items():
+        possible = [value for value in values if _valid(baseline | {name: value})]
+        if any(Settings(**baseline | {name: value}).config() != centre for value in possible):
+            kept[name] = possible
+    lines = [f"# {line}".rstrip() for line in header.splitlines()] + [f"seeds = {toml_value(seeds)}"]
+    if seeds == "auto" and max_seeds:
+        lines.append(f"max_seeds = {max_seeds}")
+    lines.append(f"mode = {toml_value(mode)}")
+    if factorial and (crossed := [axis for axis in factorial if axis in kept]):
+        lines.append(f"factorial = {toml_value(crossed)}")
+    lines += ["", "[baseline]"] + [f"{key} = {toml_value(value)}" for key, value in baseline.items()]
+    lines += ["", "[axes]"] + [f"{key} = {toml_value(value)}" for key, value in kept.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _valid(settings: dict[str, Any]) -> bool:
+    try:
+        Settings(**settings)
+    except ValidationError:
+        return False
+    return True
+
+
+def toml_value(value: Any) -> str:
+    """A setting's value as TOML writes it: strings quoted, lists bracketed, floats as Python prints them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def _respelled(table: dict, where: str) -> dict:
