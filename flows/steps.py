@@ -191,7 +191,7 @@ def next_grid_text(run: dict, advice) -> str:
     changes = ", ".join(advice.changes) or "no change: the baseline stays"
     header = (f"The follow-up grid of run {run['run_id']} ({run['dataset']}): its baseline is that run's recommended "
               f"configuration ({changes}).\nRun it with: ablate run --dataset "
-              f"{shlex.quote(str(run['data']['source']))} --grid next.toml")
+              f"{shlex.quote(str(run['data']['source']))} --grid <this file>")
     return follow_up(advice.config, follow["axes"], follow["seeds"], (run.get("parameters") or {}).get("max_seeds"),
                      follow["mode"], follow["factorial"], header, advice.baseline)
 
@@ -218,7 +218,8 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
         elif (summary["axis"] == BASELINE_AXIS).any():
             advice = recommend(summary, results)
             outcome = replace(outcome, recommendation=advice)
-            write_atomic(run_dir / "next.toml", next_grid_text(run, advice))
+            if "follow_up" in run:  # the ablation flow's: the axes and seeds to search around it next
+                write_atomic(run_dir / "next.toml", next_grid_text(run, advice))
         curves = mean_curves(records)
         diagnoses = diagnose_all(records, run.get("class_count", 0))
         predictions = predictions_of(records)

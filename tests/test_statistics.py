@@ -78,3 +78,12 @@ def test_beating_probability_and_seeds_for_power():
     assert share == 0.625 and 0 <= low < share < high <= 1
     assert seeds_for_power(0.02, 0.01, ALPHA) < seeds_for_power(0.005, 0.01, ALPHA)
     assert seeds_for_power(0.0, 0.01, ALPHA) is None
+
+
+def test_seeds_that_all_differ_by_the_same_amount_are_judged_by_the_exact_test_without_an_interval():
+    """Accuracies are counts over the test images, so three seeds of a change that does nothing can tie (+1.3
+    points each, met in the calibration benchmark): no spread is no evidence, not infinite evidence."""
+    tied = np.array([0.013, 0.013, 0.013])
+    assert paired_p(tied) == ("exact sign-flip", 0.25)
+    assert all(np.isnan(t_interval(tied, 0.05)))
+    assert paired_p(np.full(10, 0.01)) == ("exact sign-flip", 2 / 2 ** 10)

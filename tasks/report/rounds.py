@@ -17,7 +17,7 @@ import pandas as pd
 from tasks.report.aggregate import results_table, summarise
 from tasks.report.diagnose import broken_variants
 from tasks.report.recommend import combination, config_of
-from tasks.report.sequential import OPEN
+from tasks.report.sequential import OPEN, next_look
 from tasks.training.grid import BASELINE_AXIS, CONFIRM_AXIS, Cell, Variant
 
 
@@ -41,8 +41,7 @@ def next_round(variants: list[Variant], records: list[dict], plan: tuple[int, ..
         _, summary = judged(records, plan, classes)
         still_open = {(row["axis"], row["variant"]) for row in summary.to_dict("records")
                       if row.get("stopped") == OPEN}
-        wanted = {key: next((n for n in plan if n > count), count) if key in still_open else count
-                  for key, count in tried.items()}
+        wanted = {key: next_look(count, plan) if key in still_open else count for key, count in tried.items()}
         wanted[(BASELINE_AXIS, BASELINE_AXIS)] = max(wanted.values())
     return [Cell(axis, name, replace(config, seed=seed)) for axis, name, config in variants
             for seed in range(tried[(axis, name)], wanted[(axis, name)])]

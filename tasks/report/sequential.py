@@ -188,5 +188,9 @@ def scored(differences: np.ndarray) -> np.ndarray:
 
 def seeds_next(differences: list[np.ndarray], standings: list[Standing], plan: tuple[int, ...]) -> list[int]:
     """How many seeds each comparison's variant should have after the next round (its own count if settled)."""
-    return [next((n for n in plan if n > len(d)), len(d)) if s.state == OPEN else len(d)
-            for d, s in zip(differences, standings)]
+    return [next_look(len(d), plan) if s.state == OPEN else len(d) for d, s in zip(differences, standings)]
+
+
+def next_look(seeds: int, plan: tuple[int, ...]) -> int:
+    """The seeds of the first look after ``seeds`` (``seeds`` itself past the last look)."""
+    return next((n for n in plan if n > seeds), seeds)
