@@ -103,6 +103,16 @@ def test_two_helping_changes_of_one_axis_are_not_combined():
     assert combination(summarise(results), results) is None
 
 
+def test_two_helping_changes_that_amount_to_one_configuration_are_not_combined():
+    variants = grid_variants(["optimizer", "weight_decay"], 3, BASE)  # AdamW sets weight decay 1e-4; so does wd 1e-4
+    records = records_for(seeded(variants, range(4)), {"AdamW wd 1e-4": 0.10, "wd 1e-4": 0.08})
+    results = results_table(records)
+    summary = summarise(results)
+    assert (summary.set_index("variant").loc[["AdamW wd 1e-4", "wd 1e-4"], "effect"] == HELPS).all()
+    assert combination(summary, results) is None
+    assert recommend(summary, results).changes == ["AdamW wd 1e-4"]
+
+
 def test_the_recommendation_reads_back_as_a_grid_files_baseline_and_as_options(tmp_path):
     config = replace(BASE, normalization="standardize", conv_filters=(32, 64), augmentation=("flip",))
     block = settings_block(config)

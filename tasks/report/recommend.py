@@ -104,9 +104,9 @@ def combination(summary: pd.DataFrame, results: pd.DataFrame) -> Combination | N
         merged |= change
         used.append(row["variant"])
         axes.add(row["axis"])
-    if len(used) < 2:
+    best = config_of(results, helping.iloc[0]["axis"], helping.iloc[0]["variant"]) if used else base
+    if len(used) < 2 or replace(base, **merged) == best:  # AdamW with its decay, and the decay alone: one change
         return None
-    best = config_of(results, helping.iloc[0]["axis"], helping.iloc[0]["variant"])
     return Combination(replace(base, **merged), best, used, left_out)
 
 
