@@ -8,6 +8,7 @@ path is checked, so `--help` and bad input answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(stop, _interrupt)
     if args.command == "serve":
         return _serve()
+    if args.command == "server":
+        return _server(args)
     try:
         if args.command == "grid":
             return _print_grid(args)
@@ -206,51 +209,111 @@ def _run(args: argparse.Namespace) -> dict:
     common = {"dataset": args.dataset, "out": args.out, "image_size": args.image_size,
               "test_fraction": args.test_fraction, "limit": args.limit,
               "suite": str(args.suite) if args.suite else None, "verbose": args.verbose}
-    _start_prefect_while_importing_great_expectations()
-    from flows.live_progress import LiveDisplay
+    with _prefect_api(args):
+        from flows.live_progress import LiveDisplay
 
-    if args.command == "validate":
-        from flows.data_quality_gate import data_quality_gate
+        if args.command == "validate":
+            from flows.data_quality_gate import data_quality_gate
 
-        with LiveDisplay():  # on a terminal: a big folder's decoding progress
-            return data_quality_gate(**common)
-    from flows.ablation import ablation
+            with LiveDisplay():  # on a terminal: a big folder's decoding progress
+                return data_quality_gate(**common)
+        from flows.ablation import ablation
 
-    axes = [axis for group in args.axes for axis in group] if args.axes else None
-    with LiveDisplay():  # on a terminal: decoding, then the grid's progress, redrawn in place below the log lines
-        return ablation(**common, epochs=args.epochs, seeds=args.seeds, max_seeds=args.max_seeds,
-                        settings=dict(args.settings) if args.settings else None, next_grid=args.next_grid,
-                        axes=axes, gate=args.gate,
-                        store=args.store, fresh=args.fresh, keep_models=args.keep_models,
-                        tensorboard=args.tensorboard, cell_timeout=args.cell_timeout, retries=args.retries,
-                        backend=args.backend, per_gpu=args.per_gpu, processes=args.processes,
-                        executor=args.executor, dask_address=args.dask_address, aa=args.aa,
-                        grid=str(args.grid) if args.grid else None, model=args.model,
-                        val_fraction=args.val_fraction, fixed_split=args.fixed_split)
+        axes = [axis for group in args.axes for axis in group] if args.axes else None
+        with LiveDisplay():  # on a terminal: decoding, then the grid's progress, redrawn in place below the log lines
+            return ablation(**common, epochs=args.epochs, seeds=args.seeds, max_seeds=args.max_seeds,
+                            settings=dict(args.settings) if args.settings else None, next_grid=args.next_grid,
+                            axes=axes, gate=args.gate,
+                            store=args.store, fresh=args.fresh, keep_models=args.keep_models,
+                            tensorboard=args.tensorboard, cell_timeout=args.cell_timeout, retries=args.retries,
+                            backend=args.backend, per_gpu=args.per_gpu, processes=args.processes,
+                            executor=args.executor, dask_address=args.dask_address, aa=args.aa,
+                            grid=str(args.grid) if args.grid else None, model=args.model,
+                            val_fraction=args.val_fraction, fixed_split=args.fixed_split)
+
+
+@contextlib.contextmanager
+def _prefect_api(args: argparse.Namespace):
+    """The Prefect API the flow runs report to: PREFECT_API_URL when set; else the local server that outlives
+    this command (`flows.local_server`), started now if none runs; else, with --ephemeral, Prefect's temporary
+    per-command server. A server started now boots while this process imports Great Expectations, which a
+    cached gate would not need, so only then."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        yield
+        return
+    if args.ephemeral or os.environ.get("ABLATE_EPHEMERAL", "").strip() not in ("", "0"):
+        _start_prefect_while_importing_great_expectations()
+        yield
+        return
+    from flows.local_server import Connection, server_home
+    from tasks.paths import reports_dir
+
+    connection = Connection(server_home(reports_dir(args.out)))
+    try:
+        if connection.started_here:
+            import great_expectations  # noqa: F401  (the gate imports it again, for free)
+        url = connection.wait()
+        if connection.started_here:
+            print(f"started the local Prefect server {connection.info.ui} (its UI; flow runs of later commands "
+                  f"show there too); it {connection.info.stops} (`ablate server stop` stops it now)",
+                  file=sys.stderr)
+        os.environ["PREFECT_API_URL"] = url  # for the processes this one starts (Dask's workers)
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield
+    finally:
+        connection.release()
+
+
+def _server(args: argparse.Namespace) -> int:
+    """`ablate server status|start|stop`: the local Prefect server of a reports folder."""
+    from flows import local_server
+    from tasks.paths import reports_dir
+
+    home = local_server.server_home(reports_dir(args.out))
+    try:
+        if args.action == "start":
+            connection = local_server.Connection(home)
+            connection.wait()
+            connection.release()
+        info = local_server.stop(home) if args.action == "stop" else local_server.status(home)
+    except AblationError as exc:
+        print(f"ablate: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if info is None:
+        print(f"no local Prefect server runs for {home.parent}")
+        return 0 if args.action == "stop" else 1
+    if args.action == "stop":
+        print(f"stopped the local Prefect server {info.ui} (pid {info.pid})")
+        return 0
+    print(f"local Prefect server: {info.ui} (API {info.url}), pid {info.pid}, Prefect {info.prefect}, up "
+          f"{_duration(time.time() - info.started)}, {info.stops}\ndatabase and log: {home}")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def _start_prefect_while_importing_great_expectations() -> None:
-    """Overlap two fixed costs of every run: Prefect's temporary server boots in its own process (~5 s) while
-    this one imports Great Expectations (~4 s), instead of one after the other.
+    """Overlap two fixed costs of a command on Prefect's temporary server (--ephemeral): the server boots in its
+    own process (~5 s) while this one imports Great Expectations (~4 s), instead of one after the other.
 
-    Only when no Prefect server is configured (PREFECT_API_URL unset). The server is Prefect's own ephemeral
-    one, started as the flow would start it but in a session of its own (`_own_session`); the thread is joined
-    before the flow begins, so the flow finds it healthy. If the early start fails, the flow starts it itself
-    and reports any error there.
+    The server is Prefect's own ephemeral one, started as the flow would start it but in a session of its own
+    (`_own_session`); the thread is joined before the flow begins, so the flow finds it healthy. If the early
+    start fails, the flow starts it itself and reports any error there.
     """
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+    from prefect.server.api import server
 
-    starter = None
-    if not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        from prefect.server.api import server
-
-        _own_session(server)
-        starter = threading.Thread(target=_quietly, args=(server.SubprocessASGIServer(),), daemon=True)
-        starter.start()
+    _own_session(server)
+    starter = threading.Thread(target=_quietly, args=(server.SubprocessASGIServer(),), daemon=True)
+    starter.start()
     import great_expectations  # noqa: F401  (the gate imports it again, for free)
 
-    if starter is not None:
-        starter.join()
+    starter.join()
 
 
 def _own_session(server_module) -> None:

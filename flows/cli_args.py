@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ablate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES,
         description="Find out why a Keras image classifier is not improving: gate the data, ablate, report.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,grid,validate,serve}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,grid,validate,serve,server}")
     run = commands.add_parser("run", help="gate the dataset, train the ablation grid, write the report",
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     run.add_argument("--dataset", default="digits",
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reports folder whose finished cells calibrate the estimate (default: ./reports)")
     commands.add_parser("serve", help="serve the deployments of deployments/prefect.yaml from this process "
                                       "(schedules included; no work pool or worker needed) until Ctrl-C")
+    server = commands.add_parser("server", help="show, start or stop the local Prefect server that `ablate` "
+                                                 "commands share (see docs/command-line.md)")
+    server.add_argument("action", choices=["status", "start", "stop"])
+    server.add_argument("--out", type=Path, default=None,
+                        help="reports folder whose server this is (default: ./reports)")
     validate = commands.add_parser("validate", help="run the data-quality gate alone",
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     validate.add_argument("dataset", nargs="?", default="digits", help="'digits', a folder or an .npz file")
@@ -107,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--suite", type=Path, default=None, metavar="PATH",
                          help="gate suite file (TOML): checks, severities, thresholds "
                               "(default: tasks/gate/gate_suite.toml)")
+        sub.add_argument("--ephemeral", action="store_true",
+                         help="run on a temporary Prefect server that ends with this command, instead of the local "
+                              "server commands share (also ABLATE_EPHEMERAL=1); for places that forbid background "
+                              "processes")
         sub.add_argument("--verbose", action="store_true",
                          help="also show the frameworks' own messages (TensorFlow, Great Expectations, Dask) here; "
                               "training processes always write theirs to <run>/logs/")

@@ -25,6 +25,7 @@ from tasks.data.resolution import resolution_fact
 from tasks.data.store import load_cache, save_cache
 from tasks.files import write_atomic
 from tasks.gate.expectations import GateResult, run_gate
+from tasks.gate.result_cache import cached_gate, gate_key, keep_gate
 from tasks.gate.stats_cache import cached_pixel_stats
 from tasks.paths import cache_dir
 from tasks.report.aggregate import history_table, mean_curves, nothing_compared, results_table, summarise, verdict
@@ -95,7 +96,14 @@ def gate_step(data: dict, run_dir: Path, suite: dict, reports_dir: Path) -> Gate
     logger = get_run_logger()
     stats, csv = cached_pixel_stats(data, cache_dir(reports_dir) / "stats")
     shutil.copyfile(csv, run_dir / "pixel_stats.csv")
-    result = run_gate(stats, data["class_names"], suite, run_dir / "data_docs")
+    entry = cache_dir(reports_dir) / "gate" / gate_key(data["fingerprint"], suite, data["class_names"])
+    result = cached_gate(entry, run_dir / "data_docs", suite)
+    if result is None:
+        result = run_gate(stats, data["class_names"], suite, run_dir / "data_docs")
+        keep_gate(entry, result, run_dir / "data_docs")
+    else:
+        logger.info("data-quality gate: this dataset and suite were validated before; their result is reused "
+                    "(%s)", entry.name)
     write_atomic(run_dir / "gate.json", result.to_json())
     for check in result.failed:
         log = logger.error if check.severity == "critical" else logger.warning

@@ -20,5 +20,6 @@ def reports_dir(out: str | Path | None = None) -> Path:
 def cache_dir(reports_dir: Path) -> Path:
     """The cache under the reports folder (never the user's home), safe to delete at any time:
     ``datasets/`` decoded datasets by fingerprint (the training processes load them from there), ``folders/``
-    which decoded dataset a folder's file listing gave, ``stats/`` pixel statistics by dataset fingerprint."""
+    which decoded dataset a folder's file listing gave, ``stats/`` pixel statistics by dataset fingerprint,
+    ``gate/`` gate results by statistics and suite. The local Prefect server's home is ``.prefect/`` beside it."""
     return Path(reports_dir) / ".cache"

@@ -129,9 +129,10 @@ def test_help_documents_the_exit_codes():
 
 @pytest.mark.parametrize("sig, code, how", [
     # Ctrl-C at a terminal signals the whole foreground process group, and a user has no PREFECT_API_URL: the
-    # temporary server must survive it (it once died with the group, and the run took two minutes to end).
+    # local server (or, with --ephemeral, the temporary one) must survive it (the temporary one once died with the
+    # group, and the run took two minutes to end).
     (signal.SIGINT, 130, "the command's process group, as a terminal's Ctrl-C does"),
-    (signal.SIGHUP, 129, "the command's process group, as a terminal closing does"),
+    (signal.SIGHUP, 129, "the command's process group, as a terminal closing does, --ephemeral"),
     (signal.SIGTERM, 143, "the command's process, as `kill` or a scheduler does"),
 ])
 def test_an_interrupt_stops_the_training_processes_and_keeps_finished_cells(prefect_server, tmp_path, sig, code,
@@ -140,7 +141,7 @@ def test_an_interrupt_stops_the_training_processes_and_keeps_finished_cells(pref
     if sig == signal.SIGTERM:
         env["PREFECT_API_URL"] = prefect_server
     command = [sys.executable, "-m", "flows.cli", "run", "--limit", "60", "--epochs", "40", "--seeds", "10",
-               "--axes", "dropout", "--out", str(tmp_path)]
+               "--axes", "dropout", "--out", str(tmp_path)] + (["--ephemeral"] if "--ephemeral" in how else [])
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # a process group of its own, like a terminal's job
     deadline = time.time() + 120
@@ -167,7 +168,11 @@ def test_an_interrupt_stops_the_training_processes_and_keeps_finished_cells(pref
     time.sleep(1)
     assert pids and not [pid for pid in pids if os.path.exists(f"/proc/{pid}")], "training processes left running"
     left = [p.cmdline() for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"left running after a signal to {how}: {left}"
+    local_server = [command for command in left if "flows.local_server" in command]
+    assert not [command for command in left if command not in local_server], f"left running after {how}: {left}"
+    if sig == signal.SIGINT:  # the local server outlives the command, as it should, and still answers
+        status = ablate("server", "stop", "--out", str(tmp_path))
+        assert local_server and status.returncode == 0 and "stopped the local Prefect server" in status.stdout
     finished = [json.loads(line) for line in next(tmp_path.glob("*/cells.jsonl")).read_text().splitlines()]
     kept = list((tmp_path / ".cache" / "cells").glob("*.json"))
     assert finished and len(kept) == sum(r["status"] != "failed" for r in finished)  # a rerun reuses them

@@ -197,10 +197,12 @@ def test_the_gate_flow_as_a_module_writes_where_a_relative_out_points(user_runs)
     assert run_dir.parent == run.home / "my-reports"
 
 
-def test_make_run_trains_with_the_temporary_prefect_server(user_runs):
+def test_make_run_trains_with_the_local_prefect_server_it_starts(user_runs):
     run = ran(user_runs, "make run")
     assert (results(run)["status"] == "ok").all()
-    assert "Stopping temporary server" in run.output  # no PREFECT_API_URL: Prefect's own, started and stopped
+    # No PREFECT_API_URL: the first command starts the local server (and the table stops it after the row).
+    assert "started the local Prefect server http://127.0.0.1:" in run.output
+    assert "temporary server" not in run.output
 
 
 def test_every_command_the_readme_shows_is_in_the_table():

@@ -24,6 +24,16 @@ def test_digits_are_uint8_0_255_at_32x32_with_a_stratified_split():
     assert not set(data.ids_train) & set(data.ids_test)
 
 
+def test_digits_read_from_the_file_scikit_learn_ships_are_its_load_digits_without_its_import():
+    from sklearn.datasets import load_digits
+
+    from tasks.data.datasets import _digits
+
+    images, labels = _digits()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+
+
 def test_limit_caps_each_split_and_keeps_every_class():
     data = load_dataset("digits", limit=50)
     assert len(data.y_train) == 50 and len(data.y_test) == 50

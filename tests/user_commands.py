@@ -57,7 +57,7 @@ class Command:
     line: str  # as the user types it; path/to/photos and my-data.npz are the generated datasets
     small: str = ""  # options appended to keep the run small
     code: int = 0
-    ephemeral: bool = False  # run with Prefect's temporary server, as a user without PREFECT_API_URL does
+    own_server: bool = False  # no PREFECT_API_URL, as a user has: the command starts the local server
     in_repo: bool = False  # run from the repository's root (make), writing under the run's own --out
     files: tuple[str, ...] = ()  # expected in the run folder
 
@@ -85,7 +85,7 @@ COMMANDS = [
     Command("python -m flows.data_quality_gate, relative --out",
             "python -m flows.data_quality_gate path/to/photos --out my-reports", files=GATE_FILES),
     Command("make run", 'make run ARGS="--axes dropout --epochs 1 --seeds 1 --limit 40 --out {home}/reports"',
-            ephemeral=True, in_repo=True, files=RUN_FILES),
+            own_server=True, in_repo=True, files=RUN_FILES),
 ]
 
 
@@ -130,11 +130,13 @@ def run_one(command: Command, home: Path, data: dict[str, Path], api_url: str) -
         argv[0] = sys.executable
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env |= {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}  # `make run` calls .venv/bin/ablate itself
-    if not command.ephemeral:
+    if not command.own_server:
         env["PREFECT_API_URL"] = api_url  # the session's server: saves each command ~8 s of starting its own
     result = subprocess.run(argv, cwd=ROOT if command.in_repo else home, env=env, capture_output=True, text=True,
                             timeout=600)
     reports = [home / "reports", home / "my-reports"]
+    for folder in reports if command.own_server else []:  # it started the local server, as it should: stop it
+        subprocess.run([str(BIN / "ablate"), "server", "stop", "--out", str(folder)], capture_output=True, env=env)
     run_dirs = sorted(p for folder in reports if folder.exists() for p in folder.iterdir()
                       if p.is_dir() and not p.name.startswith("."))
     return Ran(command, argv, home, result.returncode, result.stdout, result.stderr, run_dirs)
