@@ -186,6 +186,6 @@ def scaled_twice(preprocessing: str | None, normalization: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    from flows.cli import main
+    from flows.cli import entry
 
-    raise SystemExit(main(["run", *sys.argv[1:]]))
+    entry(["run", *sys.argv[1:]])

@@ -8,6 +8,7 @@ path is checked, so `--help` and bad input answer at once.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
@@ -240,12 +241,17 @@ def _prefect_api(args: argparse.Namespace):
     cached gate would not need, so only then."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
 
+    # The flow run's heartbeat thread sleeps in 1 s steps and is joined at the end: up to 1 s of every command,
+    # for events that only an automation the user sets up would read. Set the frequency to keep them.
+    quiet = {} if _HEARTBEAT_SET & set(os.environ) else {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": None}
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        yield
+        with temporary_settings(quiet):
+            yield
         return
     if args.ephemeral or os.environ.get("ABLATE_EPHEMERAL", "").strip() not in ("", "0"):
         _start_prefect_while_importing_great_expectations()
-        yield
+        with temporary_settings(quiet):
+            yield
         return
     from flows.local_server import Connection, server_home
     from tasks.paths import reports_dir
@@ -260,10 +266,13 @@ def _prefect_api(args: argparse.Namespace):
                   f"show there too); it {connection.info.stops} (`ablate server stop` stops it now)",
                   file=sys.stderr)
         os.environ["PREFECT_API_URL"] = url  # for the processes this one starts (Dask's workers)
-        with temporary_settings({PREFECT_API_URL: url}):
+        with temporary_settings({PREFECT_API_URL: url} | quiet):
             yield
     finally:
         connection.release()
+
+
+_HEARTBEAT_SET = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY"}
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -394,5 +403,20 @@ class _one_line_errors:
             logging.getLogger(name).removeFilter(self.filter)
 
 
+def entry(argv: list[str] | None = None) -> None:
+    """The `ablate` command (and `python -m flows...`): `main`, then exit without tearing the interpreter down.
+
+    After a run, Python's own shutdown (freeing every object of pandas, Prefect, the dataset's tables, one by
+    one) took ~0.7 s of a 5 s command on 2 cores. The exit handlers still run first, as at a normal exit:
+    Prefect's log and event workers are drained, multiprocessing's children joined, logging flushed.
+    """
+    code = main(argv)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing left to say
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -60,6 +60,6 @@ def data_quality_gate(
 
 
 if __name__ == "__main__":
-    from flows.cli import main
+    from flows.cli import entry
 
-    raise SystemExit(main(["validate", *sys.argv[1:]]))
+    entry(["validate", *sys.argv[1:]])

@@ -234,7 +234,8 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
     run = run | {"data_docs_link": "data_docs/index.html" if gate and gate.data_docs else None}
     data = load_cache(run["cache_path"]) if gate is not None else None  # to draw the gate's offending images
     page = write_atomic(run_dir / "index.html", render_report(run, gate, summary, outcome, curves, results, data,
-                                                                  diagnoses, predictions))
+                                                                  diagnoses, predictions,
+                                                                  charts=cache_dir(run_dir.parent) / "charts"))
     run_record = run_summary(run, gate.status if gate else None, summary, outcome) | {"report": str(page)}
     write_atomic(run_dir / "summary.json", json.dumps(run_record))
     write_runs_index(run_dir.parent)

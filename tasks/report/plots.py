@@ -99,8 +99,13 @@ def histogram_png(samples: dict[str, np.ndarray], dtype: np.dtype) -> str:
     for i, (split, sample) in enumerate(samples.items()):
         if not len(sample):
             continue
-        bins = np.arange(257) - 0.5 if dtype == np.uint8 else 100
-        ax.hist(sample, bins=bins, histtype="step", density=True, color=f"C{i}", label=split, log=True)
+        # Counted here and drawn as steps: `ax.hist` over millions of values took ~0.9 s of every report.
+        if dtype == np.uint8:
+            shares, edges = np.bincount(sample, minlength=256) / len(sample), np.arange(257) - 0.5
+        else:
+            shares, edges = np.histogram(sample, bins=100, density=True)
+        ax.stairs(shares, edges, color=f"C{i}", label=split)
+    ax.set_yscale("log")
     ax.set(xlabel=f"pixel value ({dtype})", ylabel="share of pixels (log)", title="pixel values per split")
     ax.legend(fontsize=8)
     return figure_png(fig)
