@@ -33,6 +33,7 @@ from tasks.report.comparison import predictions_of
 from tasks.report.diagnose import broken_variants, diagnose_all
 from tasks.report.markdown import gate_markdown, verdict_markdown
 from tasks.report.page import render_report
+from tasks.report.plots import kept_in
 from tasks.report.recommend import recommend
 from tasks.report.runs import run_summary, write_runs_index
 from tasks.training.grid import BASELINE_AXIS, Cell, looks
@@ -233,12 +234,12 @@ def report_step(run: dict, gate: GateResult | None, records: list[dict] | None, 
         predictions = predictions_of(records)
     run = run | {"data_docs_link": "data_docs/index.html" if gate and gate.data_docs else None}
     data = load_cache(run["cache_path"]) if gate is not None else None  # to draw the gate's offending images
-    page = write_atomic(run_dir / "index.html", render_report(run, gate, summary, outcome, curves, results, data,
-                                                                  diagnoses, predictions,
-                                                                  charts=cache_dir(run_dir.parent) / "charts"))
-    run_record = run_summary(run, gate.status if gate else None, summary, outcome) | {"report": str(page)}
-    write_atomic(run_dir / "summary.json", json.dumps(run_record))
-    write_runs_index(run_dir.parent)
+    with kept_in(cache_dir(run_dir.parent) / "charts"):  # the same results draw the same charts: kept, not redrawn
+        page = write_atomic(run_dir / "index.html", render_report(run, gate, summary, outcome, curves, results, data,
+                                                                      diagnoses, predictions))
+        run_record = run_summary(run, gate.status if gate else None, summary, outcome) | {"report": str(page)}
+        write_atomic(run_dir / "summary.json", json.dumps(run_record))
+        write_runs_index(run_dir.parent)
     if summary is not None:
         columns = ["axis", "variant", "scored", "mean_test", "std_test", "delta", "ci_low", "ci_high", "p_adjusted",
                    "effect"]

@@ -21,6 +21,6 @@ def cache_dir(reports_dir: Path) -> Path:
     """The cache under the reports folder (never the user's home), safe to delete at any time:
     ``datasets/`` decoded datasets by fingerprint (the training processes load them from there), ``folders/``
     which decoded dataset a folder's file listing gave, ``stats/`` pixel statistics by dataset fingerprint,
-    ``gate/`` gate results by statistics and suite, ``charts/`` charts of a dataset alone by its fingerprint.
+    ``gate/`` gate results by statistics and suite, ``charts/`` the reports' charts by their inputs.
     The local Prefect server's home is ``.prefect/`` beside it."""
     return Path(reports_dir) / ".cache"

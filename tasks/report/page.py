@@ -9,7 +9,6 @@ history.csv, the Data Docs).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 
@@ -32,11 +31,11 @@ DASH = "\u2013"  # an empty cell: no value to show
 
 def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | None, verdict: Verdict | None,
                   curves: dict | None, results: pd.DataFrame | None, data: Dataset | None = None,
-                  diagnoses: dict | None = None, predictions: dict | None = None, charts: Path | None = None) -> str:
+                  diagnoses: dict | None = None, predictions: dict | None = None) -> str:
     """The whole page. ``run`` holds the run's facts: id, dataset, parameters, timings, error. ``diagnoses``:
     what each variant's curves show (`tasks.report.diagnose`); ``predictions``: each cell's class per validation
-    image (`tasks.report.comparison`); ``charts``: where charts of the dataset alone are kept between runs."""
-    drawer = ImageDrawer(data, charts) if data is not None else None  # one value range for every thumbnail
+    image (`tasks.report.comparison`)."""
+    drawer = ImageDrawer(data) if data is not None else None  # one value range for every thumbnail
     trained = summary is not None and results is not None
     compare = trained and verdict is not None and predictions and data is not None
     resolution = (run.get("data") or {}).get("resolution")  # "trained at 128x96 from originals of ...": first screen

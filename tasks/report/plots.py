@@ -2,19 +2,77 @@
 ``src='data:image/png;base64,...'``: the pages stay single files.
 
 Each function takes plain numbers and names (no pandas, no HTML) and returns the encoded PNG, or None when
-there is nothing to draw.
+there is nothing to draw. Inside `kept_in(folder)` each chart is kept there by a digest of its inputs (and of
+this module's source): a report drawn again from the same results, as a re-run of a finished grid is, neither
+draws nor imports matplotlib (~2 s of such a run on 2 cores).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
+import functools
+import hashlib
 import io
 import math
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 
+from tasks.files import write_atomic
+
+_KEPT_IN: contextvars.ContextVar[Path | None] = contextvars.ContextVar("charts kept in", default=None)
+
 EFFECT_COLOURS = {"helps": "#17692c", "hurts": "#a22"}  # the page's .helps and .hurts colours; others grey
+
+
+@contextlib.contextmanager
+def kept_in(folder: Path):
+    """Keep the charts drawn inside this block in ``folder``, and reuse those kept there."""
+    token = _KEPT_IN.set(Path(folder))
+    try:
+        yield
+    finally:
+        _KEPT_IN.reset(token)
+
+
+def _kept(draw):
+    @functools.wraps(draw)
+    def chart(*args):
+        folder = _KEPT_IN.get()
+        if folder is None:
+            return draw(*args)
+        digest = hashlib.sha256(f"{draw.__name__}|{_SOURCE}".encode())
+        _digest(args, digest)
+        kept = folder / f"{draw.__name__}-{digest.hexdigest()[:24]}.txt"
+        if kept.exists():
+            text = kept.read_text()
+            return text or None  # empty: there was nothing to draw
+        png = draw(*args)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(kept, png or "")
+        return png
+    return chart
+
+
+def _digest(value, digest) -> None:
+    """Feed a chart's inputs into ``digest``: arrays by dtype, shape and bytes, containers item by item."""
+    if isinstance(value, np.ndarray):
+        digest.update(f"a{value.dtype}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"d{len(value)}".encode())
+        for key, item in value.items():
+            _digest(key, digest)
+            _digest(item, digest)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"l{len(value)}".encode())
+        for item in value:
+            _digest(item, digest)
+    else:
+        digest.update(f"{type(value).__name__}:{value!r}".encode())
 
 
 def pyplot():
@@ -35,6 +93,7 @@ def figure_png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+@_kept
 def curves_png(curves: list[tuple[str, dict]]) -> str | None:
     """Accuracy and loss per epoch, one colour per (label, curve): validation solid with the band its seeds span,
     training dashed (means over seeds, as `tasks.report.aggregate.mean_curves` gives them)."""
@@ -56,6 +115,7 @@ def curves_png(curves: list[tuple[str, dict]]) -> str | None:
     return figure_png(fig)
 
 
+@_kept
 def effects_png(rows: list[dict]) -> str | None:
     """Each variant's paired difference from the baseline (``delta``) with its interval at the level the
     decision rule tested it at, against zero."""
@@ -76,6 +136,7 @@ def effects_png(rows: list[dict]) -> str | None:
     return figure_png(fig)
 
 
+@_kept
 def confusion_png(base: np.ndarray, best: np.ndarray, names: list[str], variant: str) -> str:
     """The baseline's and a variant's confusion matrices side by side: rates shaded, off-diagonal counts in red."""
     fig, panels = pyplot().subplots(1, 2, figsize=(10, 4.6), dpi=100)
@@ -93,6 +154,7 @@ def confusion_png(base: np.ndarray, best: np.ndarray, names: list[str], variant:
     return figure_png(fig)
 
 
+@_kept
 def histogram_png(samples: dict[str, np.ndarray], dtype: np.dtype) -> str:
     """Pixel values per split (a sample of each), on a log scale; one bin per value for uint8 data."""
     fig, ax = pyplot().subplots(figsize=(7.5, 2.8), dpi=100)
@@ -111,6 +173,7 @@ def histogram_png(samples: dict[str, np.ndarray], dtype: np.dtype) -> str:
     return figure_png(fig)
 
 
+@_kept
 def trend_png(deployment: str, when: list[datetime], base: list[float], best: list[float]) -> str:
     """One deployment's baseline and best accuracy (percent) over its runs."""
     fig, ax = pyplot().subplots(figsize=(7.5, 2.8), dpi=100)
@@ -121,3 +184,6 @@ def trend_png(deployment: str, when: list[datetime], base: list[float], best: li
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
     return figure_png(fig)
+
+
+_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()  # an edited chart is drawn again

@@ -56,16 +56,16 @@ def boundaries(fractions: tuple[float, ...], alpha: float) -> tuple[float, ...]:
     """Nominal two-sided p-values at which each look rejects, so that the chance of rejecting at any look under
     the null is ``alpha`` (spread over the looks by `spent`). ``fractions``: the looks' shares of the planned
     seeds, increasing, the last 1."""
-    from scipy import optimize, special, stats
+    from scipy import optimize, special
 
     nominal, grid, density = [], None, None
     previous = 0.0
     for k, t in enumerate(fractions):
         target = spent(t, alpha) - spent(fractions[k - 1], alpha) if k else spent(t, alpha)
         if k == 0:
-            z = float(stats.norm.isf(target / 2))
+            z = float(-special.ndtri(target / 2))  # the normal's inverse survival
             grid = np.linspace(-z * math.sqrt(t), z * math.sqrt(t), POINTS)  # the score S = Z sqrt(t), still open
-            density = stats.norm.pdf(grid, scale=math.sqrt(t))
+            density = np.exp(-grid**2 / (2 * t)) / math.sqrt(2 * math.pi * t)  # N(0, t)
         else:
             step = math.sqrt(t - previous)
 
@@ -78,7 +78,7 @@ def boundaries(fractions: tuple[float, ...], alpha: float) -> tuple[float, ...]:
             inner = np.linspace(-z * math.sqrt(t), z * math.sqrt(t), POINTS)
             kernel = np.exp(-0.5 * ((inner[:, None] - grid[None, :]) / step) ** 2) / (step * math.sqrt(2 * math.pi))
             density, grid = np.trapezoid(kernel * density[None, :], grid, axis=1), inner
-        nominal.append(float(2 * stats.norm.sf(z)))
+        nominal.append(float(2 * special.ndtr(-z)))
         previous = t
     return tuple(nominal)
 

@@ -8,26 +8,23 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from tasks.data.datasets import Dataset
-from tasks.files import write_atomic
 from tasks.gate.pixel_stats import min_max, pixel_scale, value_range
 from tasks.report.plots import histogram_png
 
 SAMPLE_CLASSES, SAMPLES_PER_CLASS = 30, 8  # the per-class grid: enough to spot a wrong class, small enough to load
 HISTOGRAM_IMAGES = 2000  # images per split sampled for the pixel-value histogram
-HISTOGRAM_VERSION = 1  # bump when the chart changes, so charts kept by older code are drawn again
 
 
 class ImageDrawer:
     """Draws images of one dataset, found by their id (path) or by split and index."""
 
-    def __init__(self, data: Dataset, charts: Path | None = None):
-        self.data, self.charts = data, charts  # charts: where charts of this dataset are kept, by its fingerprint
+    def __init__(self, data: Dataset):
+        self.data = data
         self.where = {str(i): ("train", n) for n, i in enumerate(data.ids_train)}
         self.where |= {str(i): ("test", n) for n, i in enumerate(data.ids_test)}
         self.reasons = {str(path): reason for _, _, path, reason in data.skipped}
@@ -56,18 +53,7 @@ class ImageDrawer:
                 "more": max(0, len(self.data.class_names) - SAMPLE_CLASSES)}
 
     def histogram(self) -> str:
-        """Base64 PNG of the pixel values of up to HISTOGRAM_IMAGES images per split; kept by the dataset's
-        fingerprint, so a gate on an unchanged dataset neither draws it again nor imports matplotlib (~1.5 s)."""
-        kept = self.charts / f"{self.data.fingerprint}-histogram-v{HISTOGRAM_VERSION}.txt" if self.charts else None
-        if kept is not None and kept.exists():
-            return kept.read_text()
-        png = self._draw_histogram()
-        if kept is not None:
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(kept, png)
-        return png
-
-    def _draw_histogram(self) -> str:
+        """Base64 PNG of the pixel values of up to HISTOGRAM_IMAGES images per split."""
         samples = {}
         for split in ("train", "test"):
             x = self.data.split(split)[0]
