@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gate bench-grid bench-photos bench-calibration gpu-check clean
+.PHONY: run test bench bench-gate bench-grid bench-photos bench-calibration bench-startup gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench-photos: $(STAMP)
 
 bench-calibration: $(STAMP)
 	$(BIN)/python benchmarks/bench_calibration.py
+
+bench-startup: $(STAMP)
+	$(BIN)/python benchmarks/bench_startup.py
 
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py

@@ -158,7 +158,7 @@ def _running(home: Path, replace: bool = True) -> ServerInfo | None:
     if usable or not replace:
         return info if usable else None
     if _is_ours(info):
-        _terminate(info.pid, 10)
+        _terminate(info.pid, 3)  # hung, or another version: a short grace, then SIGKILL
     (home / "server.json").unlink(missing_ok=True)
     return None
 

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups to schedule by
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers), tests that share an expensive fixture go to one worker,
     so it is built once: every reader of the user's command table together, and each module whose tests share a
