@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
@@ -154,7 +155,14 @@ def _running(home: Path, replace: bool = True) -> ServerInfo | None:
     info = _read(home)
     if info is None:
         return None
-    usable = _is_ours(info) and info.prefect == version("prefect") and _healthy(info.url, HEALTH_WAIT)
+    usable = _is_ours(info) and info.prefect == version("prefect")
+    if usable:
+        # Uvicorn listens only once the app has started, so a closed port is a server still booting (another
+        # command started it moments ago: it gets the rest of its start-up time); an open port that does not
+        # answer is a hung server.
+        health = _health(info.url, HEALTH_WAIT)
+        booting_until = time.monotonic() + max(0.0, info.started + START_TIMEOUT - time.time())
+        usable = health == "ok" or (health == "closed" and _answers(info, booting_until))
     if usable or not replace:
         return info if usable else None
     if _is_ours(info):
@@ -174,12 +182,17 @@ def _is_ours(info: ServerInfo) -> bool:
     return "flows.local_server" in command
 
 
-def _healthy(api_url: str, timeout: float) -> bool:
+def _health(api_url: str, timeout: float) -> str:
+    """"ok"; "closed" (nothing listens on the port); or "silent" (it listens but does not answer in time)."""
     try:
         with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:
-            return response.status == 200
+            return "ok" if response.status == 200 else "silent"
+    except urllib.error.URLError as exc:
+        return "closed" if isinstance(exc.reason, ConnectionRefusedError) else "silent"
+    except ConnectionRefusedError:
+        return "closed"
     except (OSError, ValueError):
-        return False
+        return "silent"
 
 
 def _start(home: Path) -> ServerInfo:
@@ -201,16 +214,25 @@ def _server_env(home: Path) -> dict:
                                                               os.environ.get("PYTHONPATH")]))}
 
 
-def _wait_healthy(home: Path, info: ServerInfo) -> None:
+def _answers(info: ServerInfo, deadline: float) -> bool:
+    """Whether the server answers its health check before ``deadline`` (time.monotonic), while its process lives."""
     import psutil
 
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if _healthy(info.url, 2):
-            return
-        if not psutil.pid_exists(info.pid) or psutil.Process(info.pid).status() == psutil.STATUS_ZOMBIE:
-            break
+    while True:
+        if _health(info.url, 2) == "ok":
+            return True
+        try:
+            ended = psutil.Process(info.pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            ended = True
+        if ended or time.monotonic() >= deadline:
+            return False
         time.sleep(0.1)
+
+
+def _wait_healthy(home: Path, info: ServerInfo) -> None:
+    if _answers(info, time.monotonic() + START_TIMEOUT):
+        return
     with _locked(home):
         if _is_ours(info):
             _terminate(info.pid, 5)

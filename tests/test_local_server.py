@@ -78,9 +78,13 @@ def test_commands_share_one_background_server_and_an_unchanged_gate_is_not_valid
 
 def test_a_crashed_or_hung_server_is_replaced_and_an_idle_one_stops_itself(tmp_path):
     out, env = tmp_path / "reports", without_api_url(ABLATE_SERVER_IDLE_MINUTES="0.25")
-    started = run("server", "start", "--out", str(out), env=env)
-    assert started.returncode == 0, started.stderr[-2000:]
+    # Two commands at once on a folder with no server: one starts it, the other waits for it to boot.
+    together = [subprocess.Popen([sys.executable, "-m", "flows.cli", "server", "start", "--out", str(out)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    assert [p.wait(timeout=180) for p in together] == [0, 0], [p.stdout.read()[-2000:] for p in together]
+    servers = [p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])]
     crashed = record(out)
+    assert [p.pid for p in servers] == [crashed["pid"]]
     os.kill(crashed["pid"], signal.SIGKILL)  # a crash: the record stays behind, naming a dead process
     assert gone(crashed["pid"])
     replaced = run("server", "start", "--out", str(out), env=env)
