@@ -16,9 +16,8 @@ run: $(STAMP)
 	$(BIN)/ablate run $(ARGS)
 
 # pytest exits 5 when it collected no tests; make treats that non-zero status as the failure it is.
-# Tests run on every core (pytest-xdist); those sharing a trained run or a cluster stay on one (tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_run.py

@@ -19,21 +19,6 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups to schedule by
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers), tests that share an expensive fixture go to one worker,
-    so it is built once: every reader of the user's command table together, and each module whose tests share a
-    module-scoped fixture (a trained run, a Dask cluster, a Prefect worker) together. Everything else is spread
-    test by test."""
-    for item in items:
-        definitions = getattr(item, "_fixtureinfo", None)
-        scopes = {name: defs[-1].scope for name, defs in (definitions.name2fixturedefs.items() if definitions else ())}
-        if "user_runs" in scopes:
-            item.add_marker(pytest.mark.xdist_group("user_runs"))
-        elif "module" in scopes.values():
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_local_server_left_behind(tmp_path_factory):
     """A command run without PREFECT_API_URL leaves the local Prefect server running in the background, as it
