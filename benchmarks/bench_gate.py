@@ -1,6 +1,7 @@
 """Benchmark the data-quality gate at CIFAR scale, on data it generates itself.
 
-1. Statistics on 60,000 images of 32x32x3 already in memory (goal: at least 100,000 images per second).
+1. Statistics on 60,000 images of 32x32x3 already in memory, five runs (goal: at least 200,000 images per second
+   on every run, so the slowest run is judged).
 2. `ablate validate` on a folder of 60,000 small JPEGs (50,000 train, 10,000 test, 10 classes): cold (empty
    cache: decode, statistics, hashes, Great Expectations, Data Docs; goal under 60 s) and warm (unchanged folder:
    decoded arrays and statistics come from the cache; goal under 10 s), with the peak resident memory of the
@@ -76,7 +77,8 @@ def main() -> int:
     return 0
 
 
-def bench_statistics(n: int) -> None:
+def bench_statistics(n: int, runs: int = 5, goal: int = 200_000) -> None:
+    """Time pixel_stats ``runs`` times; the goal (images per second) holds on every run, so the slowest is judged."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, CLASSES, n)
@@ -86,13 +88,15 @@ def bench_statistics(n: int) -> None:
     data = Dataset("bench", x[:cut], y[:cut], x[cut:], y[cut:], [str(c) for c in range(CLASSES)],
                    ids[:cut], ids[cut:], shapes[:cut], shapes[cut:])
     times = []
-    for _ in range(3):
+    for _ in range(runs):
         started = time.perf_counter()
         pixel_stats(data)
         times.append(time.perf_counter() - started)
-    best = min(times)
-    print(f"statistics, {n:,} images of 32x32x3 in memory: best of 3 {best:.2f} s = {n / best:,.0f} images/s "
-          f"(runs: {', '.join(f'{t:.2f}' for t in times)} s; goal 100,000 images/s)")
+    slowest = max(times)
+    verdict = "met" if n / slowest >= goal else "MISSED"
+    print(f"statistics, {n:,} images of 32x32x3 in memory: runs {', '.join(f'{n / t:,.0f}' for t in times)} "
+          f"images/s; slowest {slowest:.2f} s = {n / slowest:,.0f} images/s (goal {goal:,} images/s on every "
+          f"run: {verdict})")
 
 
 def write_jpeg_folder(root: Path, n: int) -> None:

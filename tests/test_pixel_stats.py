@@ -126,3 +126,60 @@ def test_files_not_read_get_a_row_with_their_reason_and_no_measurements():
     bad, link = stats.iloc[-2], stats.iloc[-1]
     assert bad["file_error"] == "truncated" and not bad["link_not_followed"] and np.isnan(bad["mean"])
     assert pd.isna(link["file_error"]) and link["link_not_followed"]
+
+
+def test_quality_measures_match_a_per_image_computation_across_chunk_boundaries():
+    """The Laplacian runs over a whole chunk as one flat array and the histograms share one bincount: neither
+    may leak between neighbouring images, whatever the image size or chunk size."""
+    from tasks.gate import pixel_stats as module
+
+    x = np.random.default_rng(5).integers(0, 256, (23, 13, 11, 3), dtype=np.uint8)
+    original = module.PIXELS_PER_CHUNK
+    try:
+        module.PIXELS_PER_CHUNK = 13 * 11 * 3 * 5  # 5 images per chunk
+        rows = train_rows(x)
+    finally:
+        module.PIXELS_PER_CHUNK = original
+    gray = np.rint(x.astype(np.float32) @ module.LUMA).astype(np.int64)
+    levels = np.arange(256) / 255.0
+    for i, image in enumerate(gray):
+        laplacian = (image[:-2, 1:-1] + image[2:, 1:-1] + image[1:-1, :-2] + image[1:-1, 2:] - 4 * image[1:-1, 1:-1])
+        assert np.isclose(rows.loc[i, "sharpness"], laplacian.var(), rtol=1e-12)
+        counts = np.bincount(image.ravel(), minlength=256)
+        p = counts[counts > 0] / image.size
+        assert np.isclose(rows.loc[i, "entropy"], -(p * np.log2(p)).sum(), rtol=1e-12)
+        assert np.isclose(rows.loc[i, "brightness"], counts @ levels / image.size, rtol=1e-12)
+        cdf = counts.cumsum()
+        assert rows.loc[i, "brightness_p01"] == (cdf < 0.01 * image.size).sum() / 255.0
+        assert rows.loc[i, "brightness_p99"] == (cdf < 0.99 * image.size).sum() / 255.0
+        assert rows.loc[i, "saturated_share"] == (image >= 250).mean()
+
+
+def test_8bit_means_and_deviations_are_exact():
+    x = np.random.default_rng(6).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    x[0] = 255  # a bright constant image: no spread, however large its squares
+    rows = train_rows(x)
+    wide = x.astype(np.float64)
+    for c in range(3):
+        assert np.allclose(rows[f"mean_ch{c}"], wide[..., c].mean(axis=(1, 2)), rtol=1e-12, atol=0)
+        assert np.allclose(rows[f"std_ch{c}"], wide[..., c].std(axis=(1, 2)), rtol=1e-9, atol=1e-9)
+    assert rows.loc[0, "std"] == 0.0
+
+
+def test_an_empty_split_has_no_rows():
+    from tasks.data.datasets import Dataset
+
+    x = np.random.default_rng(7).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    none = x[:0]
+    data = Dataset("t", x, np.zeros(3, int), none, np.zeros(0, int), ["a"], np.array(["a", "b", "c"]),
+                   np.array([], str), np.tile(x.shape[1:], (3, 1)), np.zeros((0, 3), int))
+    stats = pixel_stats(data)
+    assert stats["split"].tolist() == ["train"] * 3 and stats["mean"].notna().all()
+
+
+def test_the_usual_scale_is_counted_as_usual_scale_counts_names():
+    from tasks.gate.pixel_stats import SCALE_NAMES, _usual_scale_name, usual_scale
+
+    for codes in ([0, 0], [2, 3, 3, 2], [3, 2, 2, 3], [0, 4, 1, 1, 4], [2, 0, 0, 0, 3]):
+        codes = np.array(codes)
+        assert _usual_scale_name(codes) == usual_scale(SCALE_NAMES[codes])
