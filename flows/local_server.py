@@ -12,7 +12,8 @@ background and later commands reuse it, so their flow runs also stay visible in 
 - **Leases**: each command holds `leases/<pid>` while it runs. The server stops itself when no live command holds
   a lease and nothing has called its API for `ABLATE_SERVER_IDLE_MINUTES` (default 60; 0 never stops).
 - **Stale servers**: a `server.json` whose process is gone, is not this server, runs another Prefect version, or
-  does not answer its health check within `HEALTH_WAIT` seconds is replaced, never waited on.
+  listens but does not answer its health check within `HEALTH_WAIT` seconds (hung) is replaced, never waited on.
+  One whose port is still closed moments after another command started it is booting, and is waited for.
 - One command at a time decides (an exclusive lock on `server.lock`), so two commands started together share one
   server, and the server's idle stop cannot slip between a command's check and its lease.
 
