@@ -140,6 +140,9 @@ def bench_cli(folder: Path, scratch: Path) -> None:
         peak_note = f"peak RSS {peak / 1024:,.0f} MB" if peak > before else "peak RSS below an earlier run's"
         print(f"ablate validate, {label}: {wall:.1f} s wall (goal {goal} s), exit {result.returncode}, {peak_note}")
         print(f"    {re.sub(r'^time: ', '', split)}")
+    # The first command started the local Prefect server, as it does for a user; stop it before the scratch
+    # folder holding its database is removed.
+    subprocess.run([str(ablate), "server", "stop", "--out", str(out)], capture_output=True)
 
 
 def bench_gate_only(folder: Path, scratch: Path) -> None:

@@ -25,12 +25,15 @@ from threadpoolctl import threadpool_limits
 from tasks.data.datasets import Dataset
 from tasks.data.images import LINK_REASONS
 
-STATS_VERSION = 2  # bump when a measure changes, so statistics cached by older code are not reused
+STATS_VERSION = 3  # bump when a measure changes, so statistics cached by older code are not reused
 PIXELS_PER_CHUNK = 1 << 21  # ~2M values per chunk: 8 MB float32 temporaries stay in cache; measured fastest
 SCALE_NAMES = np.array(["constant", "shifted", "0-1", "0-255", "other"])  # pixel_scale's names, by _scale_codes
 SCALE_RANGES = {"0-1": (0.0, 1.0), "0-255": (0.0, 255.0), "shifted": (-1.0, 1.0), "other": (0.0, 65535.0)}
 SPLITS = ("train", "test")
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's convert("L")
+# ITU-R 601 luminance in 8-bit fixed point, (77 R + 150 G + 29 B + 128) >> 8: integer arithmetic, so every image
+# gets the same grey levels whatever chunk it falls in (a float dot product does not: BLAS sums in an order that
+# depends on where a row sits, and a level at .5 then rounds either way). Within one level of Pillow's convert("L").
+LUMA_WEIGHTS = (77, 150, 29)
 SATURATED = 250  # luminance (0-255) counted as blown out: the top 2% of the range
 HASH_GRID = 8  # perceptual hash: 9x9 block means, 64 horizontal and 64 vertical gradient bits
 _HASH_KEYS = np.random.default_rng(20261128).integers(0, 2**62, 1 << 16, dtype=np.uint64) * 2 + 1  # odd multipliers
@@ -170,19 +173,13 @@ def _measure(x: np.ndarray, lo: float, hi: float) -> dict[str, np.ndarray]:
     """Every per-image measure of one chunk of images (n, height, width, channels)."""
     n, height, width, channels = x.shape
     out, values = _finite_values(x)
-    luma = _luma(values)
+    gray = _gray_levels(x, values, lo, hi)
     out["sums"], out["squares"] = _channel_sums(values)  # squares ``values`` in place: nothing below reads it
     out["identical_channels"] = _identical_channels(x, out["sums"], out["squares"])
-    if (lo, hi) != (0.0, 255.0) or x.dtype != np.uint8:  # 8-bit luminance is 0-255 already
-        luma -= lo
-        luma *= 255.0 / (hi - lo)
-        np.clip(luma, 0, 255, out=luma)
-    levels = np.rint(luma, out=luma).reshape(n, height, width)  # whole grey levels 0..255, still float32
-    gray = levels.astype(np.uint8)
     out |= _histogram_measures(gray)
     out["sharpness"] = _laplacian_variance(gray)
     out["pixel_hash"] = _content_hash(x)
-    out["perceptual_hash"] = _difference_hash(levels)
+    out["perceptual_hash"] = _difference_hash(gray.astype(np.float32))
     return out
 
 
@@ -202,15 +199,35 @@ def _finite_values(x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return counts, np.where(finite, pixels, 0).astype(np.float32)
 
 
-def _luma(values: np.ndarray) -> np.ndarray:
-    """Luminance (n, pixels) float32 of the first three channels (RGBA: alpha is not brightness), or the only one.
+def _gray_levels(x: np.ndarray, values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Each image's luminance as whole grey levels (n, height, width) uint8, black at ``lo`` and white at ``hi``.
 
-    One BLAS matrix-vector product over the whole chunk: the same sums, in the same order, as one per image.
+    The first three channels count (RGBA: alpha is not brightness), or the only one. 8-bit images on the 0-255
+    scale are weighted in uint16 integer arithmetic; any other image from its finite float32 ``values`` with the
+    same weights, element by element, so a float image holding 0-255 values gets the very same levels.
     """
-    n, pixels, channels = values.shape
+    n, height, width, channels = x.shape
+    if x.dtype == np.uint8 and (lo, hi) == (0.0, 255.0):
+        if channels < 3:
+            return np.ascontiguousarray(x[..., 0])
+        gray = np.multiply(x[..., 0], np.uint16(LUMA_WEIGHTS[0]), dtype=np.uint16)
+        for c in (1, 2):
+            gray += np.multiply(x[..., c], np.uint16(LUMA_WEIGHTS[c]), dtype=np.uint16)  # at most 255 * 256
+        gray += 128
+        gray >>= 8
+        return gray.astype(np.uint8)
+    planes = values.reshape(n, height, width, channels)
     if channels < 3:
-        return values[..., 0].copy()
-    return (values[..., :3].reshape(n * pixels, 3) @ LUMA).reshape(n, pixels)
+        luma = planes[..., 0].copy()
+    else:
+        luma = planes[..., 0] * np.float32(LUMA_WEIGHTS[0] / 256)  # powers of two: exact for 0-255 values
+        for c in (1, 2):
+            luma += planes[..., c] * np.float32(LUMA_WEIGHTS[c] / 256)
+    luma -= lo
+    luma *= 255.0 / (hi - lo)
+    np.clip(luma, 0, 255, out=luma)
+    luma += 0.5  # rounds halves up, as the integer path does
+    return np.floor(luma, out=luma).astype(np.uint8)
 
 
 def _identical_channels(x: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> np.ndarray:
