@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.fan_out import Rounds
+from flows.fan_out import Rounds, first_round_open
 from flows.framework_logs import framework_logging, training_limit
 from flows.parameters import (Axis, Epochs, HeldOutFraction, Limit, MaxSeeds, PerGpu, Processes, Retries, Seconds,
                               Seeds, Side, ValFraction)
@@ -28,6 +28,7 @@ from tasks.report.run_facts import environment_facts
 from tasks.report.runs import new_run_dir, run_record
 from tasks.training.cell_cache import export_models
 from tasks.training.devices import DEFAULT_PER_GPU, check_backend
+from tasks.training.processes import warm_up_for
 from tasks.training.grid import DEFAULT_AXES, DEFAULT_MAX_SEEDS, DEFAULT_SEEDS, canonical_axes, grid_variants, looks
 from tasks.training.grid_file import GridFileError, baseline_config, builtin_axes, check_no_conflict, load_grid
 from tasks.training.grid_file import grid_variants as grid_file_variants
@@ -134,6 +135,15 @@ def ablation(
     run |= {"flow_run_id": str(flow_run.id), "deployment": deployment.name, "warnings": warnings,
             "environment": environment_facts(backend), "follow_up": follow | {"seeds": seeds}}
 
+    cells_dir = cache_dir(reports_dir(store) if store else reports) / "cells"
+    options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries,
+               "backend": backend, "per_gpu": per_gpu, "processes": processes, "executor": executor,
+               "dask_address": dask_address, "verbose": verbose}
+    plan = looks(max_seeds) if seeds == "auto" else None
+    if executor == "local" and first_round_open(variants, plan, seeds if plan is None else None, data, cells_dir,
+                                                options):
+        warm_up_for(backend, verbose)  # the training processes' framework import runs while the gate does
+
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()
     checked = gate_step(data, run_dir, checks, reports)
@@ -145,11 +155,6 @@ def ablation(
         raise GateFailed(f"{run['error']} (report: {page})", page)
 
     # 3. Train every cell of the grid: the local slot pool or a Dask cluster (--executor)
-    cells_dir = cache_dir(reports_dir(store) if store else reports) / "cells"
-    options = {"fresh": fresh, "tensorboard": tensorboard, "cell_timeout": cell_timeout, "retries": retries,
-               "backend": backend, "per_gpu": per_gpu, "processes": processes, "executor": executor,
-               "dask_address": dask_address, "verbose": verbose}
-    plan = looks(max_seeds) if seeds == "auto" else None
     with training_limit(TRAINING_LIMIT):  # waits while other sweeps train, if the limit exists
         with Rounds(data, run_dir, cells_dir, options) as rounds:
             records = rounds.one_factor(variants, plan, seeds if plan is None else None)

@@ -93,6 +93,18 @@ class Rounds:
         return total
 
 
+def first_round_open(variants: list[Variant], plan: tuple[int, ...] | None, seeds: int | None, data: dict,
+                     cells_dir: Path, options: dict) -> bool:
+    """Whether the grid's first round (as `Rounds.one_factor` starts it) has a cell to train: one not kept from
+    an earlier run, or any with ``fresh``."""
+    cells = (seeded(variants, range(seeds)) if plan is None
+             else next_round(variants, [], plan, len(data["class_names"])))
+    if options["fresh"]:
+        return bool(cells)
+    keys = cell_keys(cells, data["fingerprint"], options["backend"])
+    return any(load_cell(cells_dir, keys[cell.key]) is None for cell in cells)
+
+
 def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir: Path, options: dict,
                executor: Callable[[int], tuple[Submit, int, str]], label: str = "") -> tuple[list[dict], dict, int]:
     """Reuse the cells finished before (unless ``fresh``), fan the rest out, log progress.

@@ -51,3 +51,25 @@ def test_editing_the_users_model_module_changes_its_cells_keys(tmp_path, monkeyp
     module.write_text("def build(input_shape, num_classes):\n    return 1\n")
     assert cell_key(cell, "f", "tensorflow") != before
     assert "my_model_pkg" not in sys.modules  # hashed from its file, not imported
+
+
+def test_the_framework_import_starts_early_only_when_the_first_round_has_a_cell_to_train(tmp_path):
+    from flows.fan_out import first_round_open
+    from tasks.training.cell_cache import cell_keys, save_cell
+    from tasks.training.grid import grid_variants, looks, seeded
+    from tasks.training.train import failed_record
+
+    variants = grid_variants(["dropout"], epochs=1)
+    data = {"fingerprint": "f" * 16, "class_names": ["a", "b"]}
+    options = {"fresh": False, "backend": "tensorflow"}
+    cells = seeded(variants, range(2))
+    assert first_round_open(variants, None, 2, data, tmp_path, options)
+    keys = cell_keys(cells, data["fingerprint"], "tensorflow")
+    for cell in cells[:-1]:
+        save_cell(tmp_path, keys[cell.key], failed_record(cell.to_dict(), "kept") | {"status": "ok"})
+    assert first_round_open(variants, None, 2, data, tmp_path, options)  # one cell is still open
+    save_cell(tmp_path, keys[cells[-1].key], failed_record(cells[-1].to_dict(), "kept") | {"status": "ok"})
+    assert not first_round_open(variants, None, 2, data, tmp_path, options)  # a re-run: nothing to import for
+    assert first_round_open(variants, None, 2, data, tmp_path, options | {"fresh": True})
+    assert not first_round_open(variants, looks(2), None, data, tmp_path, options)  # rounds: the first has 2 seeds
+    assert first_round_open(variants, looks(5), None, data, tmp_path, options)  # ... here 3

@@ -122,3 +122,33 @@ def test_processes_sets_the_number_in_all_on_the_cpu_or_spread_over_the_gpus():
     assert plan_slots(cells=27, cpus=2, gpus=[], processes=8)[0].threads == 1
     on_gpus = plan_slots(cells=27, cpus=16, gpus=["0", "1"], processes=3)
     assert [s.device for s in on_gpus] == ["gpu:0", "gpu:1", "gpu:0"]
+
+
+def test_cpu_training_processes_fork_from_one_preloaded_server_and_train_as_spawned_ones_do(tmp_path):
+    """Without --verbose, CPU slots are forked from the forkserver that imported TensorFlow once; with it, each is
+    spawned and imports for itself. A cell trains to the same record either way."""
+    import psutil
+
+    dataset = str(save_cache(load_dataset("digits", limit=60), tmp_path / "cache"))
+    cell = expand_grid(["dropout"], seeds=1, epochs=2)[0].to_dict()
+    records, parents = {}, {}
+    for verbose in (False, True):
+        with SlotPool([SlotSpec(0, "cpu", 1)], tmp_path / f"logs-{verbose}", verbose=verbose) as pool:
+            parents[verbose] = psutil.Process(pool.pids()[0]).parent()
+            records[verbose], _ = pool.run({"cell": cell, "dataset_path": dataset})
+    assert parents[True].pid == os.getpid()
+    assert parents[False].pid != os.getpid() and "forkserver" in " ".join(parents[False].cmdline())
+    assert parents[False].parent().pid == os.getpid()  # the forkserver belongs to this process
+    assert any("libtensorflow" in m.path for m in parents[False].memory_maps())  # and has imported TensorFlow
+    forked, spawned = records[False], records[True]
+    assert forked["status"] == spawned["status"] == "ok"
+    assert forked["test_accuracy"] == spawned["test_accuracy"] and forked["history"] == spawned["history"]
+
+
+def test_only_cpu_tensorflow_processes_without_verbose_are_forked():
+    from tasks.training.processes import preloaded
+
+    assert preloaded("tensorflow", False, ["cpu", "cpu"])
+    assert not preloaded("tensorflow", True, ["cpu"])  # --verbose: the import's own messages are the point
+    assert not preloaded("tensorflow", False, ["gpu:0", "cpu"])  # not yet checked on a GPU
+    assert not preloaded("jax", False, ["cpu"])

@@ -8,13 +8,13 @@ model and calls it once), with its output in a log file unless ``verbose``, and 
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from tasks.errors import AblationError
+from tasks.training import processes
 from tasks.training.output import LogFollower, send_output_to, tf_log_level
 
 
@@ -28,7 +28,7 @@ def check_model(spec: str, input_shape: tuple[int, ...], num_classes: int, backe
     imports, builds for ``input_shape`` and answers ``num_classes`` classes; return how the model prepares its
     own input (its Rescaling or Normalization layers), if it does. With ``emit`` (--verbose), every line the
     checking process printed, TensorFlow's INFO lines included, is handed to it afterwards."""
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's state
+    context = processes.context(backend, emit is not None, ["cpu"])  # never this process's state: forked or fresh
     receive, send = context.Pipe(duplex=False)
     with tempfile.TemporaryDirectory(prefix="ablation-model-check-") as folder:
         log = str(Path(folder) / "model-check.log")

@@ -8,7 +8,6 @@ caller as `WorkerCrashed` and replaced before the slot is used again.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from tasks.training.devices import SlotSpec
 from tasks.training.output import send_output_to, tf_log_level
+from tasks.training.processes import slot_context
 
 _OPEN_POOLS: weakref.WeakSet = weakref.WeakSet()
 READY = "ready"  # a training process's first message: its imports are done, time it from here
@@ -53,7 +53,9 @@ class SlotPool:
     def __init__(self, slots: list[SlotSpec], log_dir: Path, verbose: bool = False):
         """Each process's output goes to ``log_dir/slot-N.log``; with ``verbose``, TensorFlow's INFO lines too."""
         self._verbose = verbose
-        self._context = multiprocessing.get_context("spawn")  # fork would copy the parent's threads and locks
+        # Forked from the preloaded forkserver where that is safe, else spawned (`tasks.training.processes`); never
+        # forked from this process, which would copy its threads and locks.
+        self._context = slot_context(slots, verbose)
         self._log_dir = Path(log_dir)
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._free: queue.Queue[SlotSpec] = queue.Queue()
