@@ -16,8 +16,10 @@ run: $(STAMP)
 	$(BIN)/ablate run $(ARGS)
 
 # pytest exits 5 when it collected no tests; make treats that non-zero status as the failure it is.
+# One pytest worker per core (pytest-xdist), each test file on one worker (tests/conftest.py says how they are
+# grouped); PYTEST_ARGS="-n 0" runs them in this one process.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_run.py

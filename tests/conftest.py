@@ -19,6 +19,37 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
+COMMAND_TABLE_FILES = {"tests/test_commands.py", "tests/test_browser.py"}  # the tests that read `user_runs`
+# The files that take longest (real servers, training processes, whole commands), heaviest first: they start
+# first, so the last file still running at the end is a short one. The command table alone is 4-6 minutes.
+HEAVY_FILES = ("tests/test_commands.py", "tests/test_browser.py", "tests/test_cli.py", "tests/test_local_server.py",
+               "tests/test_dask.py", "tests/test_deployments.py", "tests/test_flows.py",
+               "tests/test_models_and_training.py", "tests/test_slots.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Heavy files first (HEAVY_FILES's order), the rest as collected; within a file, tests keep their order."""
+    rank = {path: index for index, path in enumerate(HEAVY_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist (`make test` runs a worker per core): each test file runs whole on one worker, so a
+    module's fixtures are built once; and the files that read the command table share one worker, which runs the
+    table (12 real commands) once. Files are handed out in the order collected (HEAVY_FILES first: the Makefile
+    passes --no-loadscope-reorder, which would otherwise order them by their number of tests), then as workers
+    free up."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFileWithTheCommandTable(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "the command table" if path in COMMAND_TABLE_FILES else path
+
+    return ByFileWithTheCommandTable(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_local_server_left_behind(tmp_path_factory):
     """A command run without PREFECT_API_URL leaves the local Prefect server running in the background, as it
