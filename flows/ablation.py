@@ -19,6 +19,7 @@ from flows.parameters import (Axis, Epochs, HeldOutFraction, Limit, MaxSeeds, Pe
                               Seeds, Side, ValFraction)
 from flows.steps import check_model_step, gate_step, load_dataset_step, report_step
 from tasks.errors import GateFailed
+from tasks.data.store import load_cache
 from tasks.files import write_atomic
 from tasks.gate.suite import load_suite
 from tasks.paths import cache_dir, reports_dir
@@ -26,6 +27,7 @@ from tasks.report.aggregate import nothing_compared
 from tasks.report.rounds import confirmation_round
 from tasks.report.run_facts import environment_facts
 from tasks.report.runs import new_run_dir, run_record
+from tasks.report.thumbnails import draw_ahead
 from tasks.training.cell_cache import export_models
 from tasks.training.devices import DEFAULT_PER_GPU, check_backend
 from tasks.training.processes import warm_up_for
@@ -155,6 +157,7 @@ def ablation(
         raise GateFailed(f"{run['error']} (report: {page})", page)
 
     # 3. Train every cell of the grid: the local slot pool or a Dask cluster (--executor)
+    charts_ahead = draw_ahead(load_cache(data["cache_path"]), cache_dir(reports) / "charts")  # while cells train
     with training_limit(TRAINING_LIMIT):  # waits while other sweeps train, if the limit exists
         with Rounds(data, run_dir, cells_dir, options) as rounds:
             records = rounds.one_factor(variants, plan, seeds if plan is None else None)
@@ -167,6 +170,7 @@ def ablation(
 
     # 4. Aggregate and report
     report_started = time.perf_counter()
+    charts_ahead.join()
     page = report_step(run, checked, records, run_dir)
     if next_grid and (run_dir / "next.toml").exists():  # not when nothing could be compared
         write_atomic(Path(next_grid), (run_dir / "next.toml").read_text())

@@ -140,6 +140,8 @@ def test_cpu_training_processes_fork_from_one_preloaded_server_and_train_as_spaw
     assert parents[False].pid != os.getpid() and "forkserver" in " ".join(parents[False].cmdline())
     assert parents[False].parent().pid == os.getpid()  # the forkserver belongs to this process
     assert any("libtensorflow" in m.path for m in parents[False].memory_maps())  # and has imported TensorFlow
+    # It does not hold this process's output open: a pipe reading a command's output ends when the command does.
+    assert {os.readlink(f"/proc/{parents[False].pid}/fd/{fd}") for fd in (1, 2)} == {os.devnull}
     forked, spawned = records[False], records[True]
     assert forked["status"] == spawned["status"] == "ok"
     assert forked["test_accuracy"] == spawned["test_accuracy"] and forked["history"] == spawned["history"]

@@ -13,10 +13,14 @@ import os
 from tasks.training.output import tf_log_level
 
 os.environ |= {"KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": tf_log_level(False)}
-_saved = os.dup(1), os.dup(2)
+# For good, not only during the import: the forkserver outlives the run's process by its own teardown (about a
+# second with TensorFlow loaded), and holding the run's stdout and stderr open would keep a pipe reading them (a
+# shell's `| tee`, a CI log, subprocess.run) waiting that long after the run ended. Each forked process points
+# its output at its own log file first thing.
 _quiet = os.open(os.devnull, os.O_WRONLY)
 os.dup2(_quiet, 1)
 os.dup2(_quiet, 2)
+os.close(_quiet)
 try:
     import keras  # noqa: F401
     import tensorflow  # noqa: F401
@@ -24,8 +28,3 @@ try:
     from tasks.training import feed, models, train  # noqa: F401
 except BaseException:  # noqa: S110 - see the module's docstring
     pass
-finally:
-    os.dup2(_saved[0], 1)
-    os.dup2(_saved[1], 2)
-    for fd in (*_saved, _quiet):
-        os.close(fd)
