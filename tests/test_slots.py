@@ -142,6 +142,10 @@ def test_cpu_training_processes_fork_from_one_preloaded_server_and_train_as_spaw
     assert any("libtensorflow" in m.path for m in parents[False].memory_maps())  # and has imported TensorFlow
     # It does not hold this process's output open: a pipe reading a command's output ends when the command does.
     assert {os.readlink(f"/proc/{parents[False].pid}/fd/{fd}") for fd in (1, 2)} == {os.devnull}
+    # At the end of the run's process it is asked to stop, and ends by itself (without tearing TensorFlow down).
+    from tasks.training.processes import stop
+
+    assert stop() is True and not psutil.pid_exists(parents[False].pid)
     forked, spawned = records[False], records[True]
     assert forked["status"] == spawned["status"] == "ok"
     assert forked["test_accuracy"] == spawned["test_accuracy"] and forked["history"] == spawned["history"]

@@ -57,6 +57,7 @@ def check_model(spec: str, input_shape: tuple[int, ...], num_classes: int, backe
 def _check_here(send, spec: str, input_shape: tuple[int, ...], num_classes: int, backend: str, verbose: bool,
                 log: str) -> None:
     """The checking process: set the framework up quietly, build, and send back None or the problem."""
+    processes.started_process()
     os.environ |= {"KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "",
                    "TF_CPP_MIN_LOG_LEVEL": tf_log_level(verbose)}
     send_output_to(log)

@@ -8,9 +8,19 @@ cuda drivers") are discarded: without --verbose nobody reads them, and --verbose
 Nothing here may raise: a failed import leaves each forked process to import (and report) for itself.
 """
 
+import atexit
 import os
+import signal
 
 from tasks.training.output import tf_log_level
+
+# A terminal that closes sends SIGHUP to the whole process group, the forkserver included: it must live on long
+# enough to reap the training processes the run then stops (Python's forkserver already ignores Ctrl-C's SIGINT),
+# or they would stay behind as zombies. Forked processes set SIGHUP back to its default first thing.
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+# When the run's process ends, the forkserver exits without tearing TensorFlow down (a second or more), so the
+# run can wait for it: the last handler registered runs first.
+atexit.register(os._exit, 0)
 
 os.environ |= {"KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": tf_log_level(False)}
 # For good, not only during the import: the forkserver outlives the run's process by its own teardown (about a

@@ -8,20 +8,29 @@ import, off its critical path, instead of one per process on it. Forked processe
 memory pages until they write them.
 
 Forking after the import is safe because the import starts no thread of its own and touches no device
-(measured: the process has no thread but BLAS's after it): TensorFlow creates its thread pools and asks for the
-GPU on first use, in each forked process, after it has set its device environment.
+(measured: the process has no thread but OpenBLAS's after it, and OpenBLAS stops its threads before a fork and
+starts them again when needed): TensorFlow creates its thread pools and asks for the GPU on first use, in each
+forked process, after it has set its device environment.
 
-Where this is used: CPU slots (no GPU detected), the TensorFlow backend, without --verbose. Otherwise processes
+Where this is used: Linux, CPU slots (no GPU detected), the TensorFlow backend, without --verbose. Otherwise processes
 are spawned, each importing for itself, as before: on a GPU machine, because forking after the import has not
 been checked on a GPU yet (`benchmarks/gpu_check.py` has never run on one), and CUDA must never be initialised
 before a fork; for JAX and PyTorch, whose imports have not been checked; with --verbose, because its point is
-the framework's own messages, the import's included. The forkserver belongs to this process and ends with it.
+the framework's own messages, the import's included; on macOS, because its system frameworks are not safe to
+use in a child forked after they were loaded (why Python spawns there by default). The forkserver belongs to this
+process and ends with it.
 """
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
+import multiprocessing.forkserver
+import os
+import signal
+import sys
 import threading
+import time
 
 from tasks.training.devices import SlotSpec, detect_gpus
 
@@ -32,7 +41,7 @@ _warmed = False
 def preloaded(backend: str, verbose: bool, devices: list[str]) -> bool:
     """Whether processes for these devices ("cpu", "gpu:0") may be forked from the preloaded forkserver."""
     return (backend == "tensorflow" and not verbose and all(device == "cpu" for device in devices)
-            and "forkserver" in multiprocessing.get_all_start_methods())
+            and sys.platform == "linux")
 
 
 def context(backend: str, verbose: bool, devices: list[str]) -> multiprocessing.context.BaseContext:
@@ -63,4 +72,36 @@ def warm_up() -> None:
             forkserver = multiprocessing.get_context("forkserver")
             forkserver.set_forkserver_preload(["tasks.training.preload"])
             multiprocessing.forkserver.ensure_running()
+            atexit.register(stop)
             _warmed = True
+
+
+def stop(wait: float = 5.0) -> bool | None:
+    """Stop the forkserver and wait for it: at this process's exit (registered by `warm_up`), so that nothing of
+    a run outlives it. Closing the "alive" pipe is how Python asks its forkserver to stop (its own `_stop`, which
+    the standard library's tests use, waits without a limit); a forkserver still running after ``wait`` seconds
+    is killed. The training processes were stopped (and reaped) before: the slot pool closes first. Returns
+    whether it ended by itself (None: none ran)."""
+    global _warmed
+    server = multiprocessing.forkserver._forkserver
+    with _lock, server._lock:
+        pid, alive = server._forkserver_pid, server._forkserver_alive_fd
+        if pid is None:
+            return None
+        os.close(alive)
+        server._forkserver_pid = server._forkserver_alive_fd = None
+        _warmed = False
+    deadline = time.monotonic() + wait
+    while not os.waitpid(pid, os.WNOHANG)[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def started_process() -> None:
+    """First thing in a forked process: SIGHUP back to its default (the forkserver ignores it, see
+    `tasks.training.preload`), so that a closing terminal stops it as it stops a spawned one."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tasks.training.devices import SlotSpec
 from tasks.training.output import send_output_to, tf_log_level
-from tasks.training.processes import slot_context
+from tasks.training.processes import slot_context, started_process
 
 _OPEN_POOLS: weakref.WeakSet = weakref.WeakSet()
 READY = "ready"  # a training process's first message: its imports are done, time it from here
@@ -230,6 +230,7 @@ def _death_reason(exitcode: int | None) -> str:
 
 def _worker_main(conn, slot: SlotSpec, log_path: str, verbose: bool = False) -> None:
     """Body of a training process: set the device environment, import once, then train cells until told to stop."""
+    started_process()
     os.environ.update(slot.env())
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = tf_log_level(verbose)
     send_output_to(log_path)
