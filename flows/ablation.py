@@ -18,8 +18,8 @@ from flows.framework_logs import framework_logging, training_limit
 from flows.parameters import (Axis, Epochs, HeldOutFraction, Limit, MaxSeeds, PerGpu, Processes, Retries, Seconds,
                               Seeds, Side, ValFraction)
 from flows.steps import check_model_step, gate_step, load_dataset_step, report_step
-from tasks.errors import GateFailed
 from tasks.data.store import load_cache
+from tasks.errors import GateFailed
 from tasks.files import write_atomic
 from tasks.gate.suite import load_suite
 from tasks.paths import cache_dir, reports_dir
@@ -30,10 +30,10 @@ from tasks.report.runs import new_run_dir, run_record
 from tasks.report.thumbnails import draw_ahead
 from tasks.training.cell_cache import export_models
 from tasks.training.devices import DEFAULT_PER_GPU, check_backend
-from tasks.training.processes import warm_up_for
 from tasks.training.grid import DEFAULT_AXES, DEFAULT_MAX_SEEDS, DEFAULT_SEEDS, canonical_axes, grid_variants, looks
 from tasks.training.grid_file import GridFileError, baseline_config, builtin_axes, check_no_conflict, load_grid
 from tasks.training.grid_file import grid_variants as grid_file_variants
+from tasks.training.processes import warm_up_for
 from tasks.training.train import check_protocol
 
 # A Prefect global concurrency limit of this name, where one exists (`prefect gcl create ablation-training
