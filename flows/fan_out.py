@@ -99,10 +99,17 @@ def first_round_open(variants: list[Variant], plan: tuple[int, ...] | None, seed
     an earlier run, or any with ``fresh``."""
     cells = (seeded(variants, range(seeds)) if plan is None
              else next_round(variants, [], plan, len(data["class_names"])))
-    if options["fresh"]:
-        return bool(cells)
     keys = cell_keys(cells, data["fingerprint"], options["backend"])
-    return any(load_cell(cells_dir, keys[cell.key]) is None for cell in cells)
+    return len(kept_records(cells, keys, cells_dir, options["fresh"])) < len(cells)
+
+
+def kept_records(cells: list[Cell], keys: dict[str, str], cells_dir: Path, fresh: bool) -> dict[str, dict]:
+    """The records of the ``cells`` finished before (none with ``fresh``), by cell key, named as this grid names
+    them and marked cached."""
+    if fresh:
+        return {}
+    return {cell.key: record | cell.to_dict() | {"cached": True} for cell in cells
+            if (record := load_cell(cells_dir, keys[cell.key])) is not None}
 
 
 def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir: Path, options: dict,
@@ -116,11 +123,7 @@ def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir
     starting the training processes the first time. ``label``: the round, for the log and the live display.
     """
     logger = get_run_logger()
-    done: dict[str, dict] = {}
-    if not options["fresh"]:
-        for cell in cells:
-            if (record := load_cell(cells_dir, keys[cell.key])) is not None:
-                done[cell.key] = record | cell.to_dict() | {"cached": True}  # names as this grid calls them
+    done = kept_records(cells, keys, cells_dir, options["fresh"])
     todo = [cell for cell in cells if cell.key not in done]
     started = time.perf_counter()
     trained: list[dict] = []

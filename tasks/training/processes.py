@@ -53,8 +53,8 @@ def context(backend: str, verbose: bool, devices: list[str]) -> multiprocessing.
 
 
 def slot_context(slots: list[SlotSpec], verbose: bool) -> multiprocessing.context.BaseContext:
-    backends = {slot.backend for slot in slots}
-    return context(backends.pop() if len(backends) == 1 else "", verbose, [slot.device for slot in slots])
+    """`context` for a slot plan (its slots share one backend: `plan_slots`)."""
+    return context(slots[0].backend if slots else "", verbose, [slot.device for slot in slots])
 
 
 def warm_up_for(backend: str, verbose: bool) -> None:
