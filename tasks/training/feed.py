@@ -109,9 +109,25 @@ def fit_inputs(data, fit_rows: np.ndarray, val_rows: np.ndarray, test_rows: np.n
     x_train, x_test = data.x_train, data.x_test
     per_row = int(np.prod(x_train.shape[1:])) * x_train.dtype.itemsize
     if (len(fit_rows) + len(val_rows) + len(test_rows)) * per_row <= IN_MEMORY_BYTES:
+        fit = (apply(x_train[fit_rows], shift, scale), data.y_train[fit_rows])
         validation = (apply(x_train[val_rows], shift, scale), data.y_train[val_rows])
-        return {"x": apply(x_train[fit_rows], shift, scale), "y": data.y_train[fit_rows],
-                "batch_size": batch_size, "validation_data": validation}, apply(x_test[test_rows], shift, scale)
+        test = apply(x_test[test_rows], shift, scale)
+        if keras.backend.backend() == "tensorflow":
+            return _tf_datasets(fit, validation, test, batch_size, seed)
+        return {"x": fit[0], "y": fit[1], "batch_size": batch_size, "validation_data": validation}, test
     validation = Batches(x_train, data.y_train, val_rows, 256, shift, scale)
     train = Batches(x_train, data.y_train, fit_rows, batch_size, shift, scale, seed=seed)
     return {"x": train, "validation_data": validation}, Batches(x_test, data.y_test, test_rows, 256, shift, scale)
+
+
+def _tf_datasets(fit: tuple, validation: tuple, test: np.ndarray, batch_size: int, seed: int) -> tuple[dict, object]:
+    """fit_inputs' arrays as plain tf.data pipelines (TensorFlow backend). Keras' own array adapter builds one
+    whose iterator, made afresh every epoch for training and again for validation, costs ~25 ms to create
+    against ~2.5 ms for these (measured, 80 images of 8x8): on small data that was a third of each epoch.
+    The same seed shuffles in the same order every run (the op seed, with the global seed Keras sets)."""
+    import tensorflow as tf
+
+    train = (tf.data.Dataset.from_tensor_slices(fit)
+             .shuffle(len(fit[1]), seed=seed, reshuffle_each_iteration=True).batch(batch_size))
+    val = tf.data.Dataset.from_tensor_slices(validation).batch(256)
+    return {"x": train, "validation_data": val, "shuffle": False}, tf.data.Dataset.from_tensor_slices(test).batch(256)
