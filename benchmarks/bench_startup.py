@@ -16,7 +16,7 @@ Prints, on data it generates itself (each line says its goal):
    slot), goal at most 10% of the wall; then the same command again (every cell reused), goal at most 5% of the
    first run.
 
-Usage: python benchmarks/bench_startup.py [--images 60000] [--folder PATH] [--skip-grid]
+Usage: python benchmarks/bench_startup.py [--images 60000] [--folder PATH] [--skip-grid | --grid-only]
 """
 
 from __future__ import annotations
@@ -45,12 +45,16 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=60_000)
     parser.add_argument("--folder", type=Path, default=None, help="reuse (or create) the JPEG folder here")
     parser.add_argument("--skip-grid", action="store_true", help="leave out the default grid (about 3 minutes)")
+    parser.add_argument("--grid-only", action="store_true", help="the default grid alone (part 4)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPU cores")
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "ABLATE_EPHEMERAL")}
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as scratch:
         scratch = Path(scratch)
         try:
+            if args.grid_only:
+                bench_grid(scratch / "grid", env)
+                return 0
             bench_cold_server(scratch, env)
             folder = args.folder or scratch / "jpegs"
             if not (folder / "train").is_dir():
