@@ -61,7 +61,10 @@ def _check_here(send, spec: str, input_shape: tuple[int, ...], num_classes: int,
     os.environ |= {"KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "",
                    "TF_CPP_MIN_LOG_LEVEL": tf_log_level(verbose)}
     send_output_to(log)
-    from tasks.training.models import check_user_model  # imports Keras, here only
+    from tasks.training.framework import import_keras
+
+    import_keras()  # here only
+    from tasks.training.models import check_user_model
 
     try:
         preprocessing = check_user_model(spec, input_shape, num_classes)

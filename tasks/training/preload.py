@@ -32,9 +32,9 @@ os.dup2(_quiet, 1)
 os.dup2(_quiet, 2)
 os.close(_quiet)
 try:
-    import keras  # noqa: F401
-    import tensorflow  # noqa: F401
+    from tasks.training.framework import import_keras
 
+    import_keras()
     from tasks.training import feed, models, train  # noqa: F401
 except BaseException:  # noqa: S110 - see the module's docstring
     pass

@@ -25,7 +25,9 @@ HISTORY_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss")
 
 def init_process(threads: int) -> None:
     """Configure the framework once per process: thread counts, GPU memory growth. Imports Keras."""
-    import keras
+    from tasks.training.framework import import_keras
+
+    keras = import_keras()
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
