@@ -17,10 +17,11 @@ from flows.fan_out import Rounds, first_round_open
 from flows.framework_logs import framework_logging, training_limit
 from flows.parameters import (Axis, Epochs, HeldOutFraction, Limit, MaxSeeds, PerGpu, Processes, Retries, Seconds,
                               Seeds, Side, ValFraction)
-from flows.steps import check_model_step, gate_step, load_dataset_step, report_step
+from flows.steps import check_model_step, gate_entry, gate_step, load_dataset_step, report_step
 from tasks.data.store import load_cache
 from tasks.errors import GateFailed
 from tasks.files import write_atomic
+from tasks.gate.expectations import import_ahead
 from tasks.gate.suite import load_suite
 from tasks.paths import cache_dir, reports_dir
 from tasks.report.aggregate import nothing_compared
@@ -119,6 +120,8 @@ def ablation(
     # 1. Load the dataset once and cache it for the training processes
     data = load_dataset_step(dataset, image_size, test_fraction, limit, reports)
     check_protocol(data["cache_path"], variants[0][2])  # a --val-fraction that leaves nothing: exit 2, now
+    if not (gate_entry(data, checks, reports) / "gate.json").exists():
+        import_ahead()  # the gate will validate: Great Expectations' import runs while the model is checked
     warnings = []
     if model:  # before the gate and any training: it must build and answer the data's classes
         preprocessing = check_model_step(model, data, backend, verbose)

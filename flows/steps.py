@@ -97,7 +97,7 @@ def gate_step(data: dict, run_dir: Path, suite: dict, reports_dir: Path) -> Gate
     logger = get_run_logger()
     stats, csv = cached_pixel_stats(data, cache_dir(reports_dir) / "stats")
     shutil.copyfile(csv, run_dir / "pixel_stats.csv")
-    entry = cache_dir(reports_dir) / "gate" / gate_key(data["fingerprint"], suite, data["class_names"])
+    entry = gate_entry(data, suite, reports_dir)
     result = cached_gate(entry, run_dir / "data_docs", suite)
     if result is None:
         result = run_gate(stats, data["class_names"], suite, run_dir / "data_docs")
@@ -114,6 +114,11 @@ def gate_step(data: dict, run_dir: Path, suite: dict, reports_dir: Path) -> Gate
                 len(result.checks), result.suite["name"], result.suite["version"])
     _publish_gate(result)
     return result
+
+
+def gate_entry(data: dict, suite: dict, reports_dir: Path) -> Path:
+    """Where the gate's result for this dataset and suite is kept (`tasks.gate.result_cache`)."""
+    return cache_dir(reports_dir) / "gate" / gate_key(data["fingerprint"], suite, data["class_names"])
 
 
 def _publish_gate(result: GateResult) -> None:

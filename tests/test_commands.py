@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.bench_startup import imported_packages
 from tests.test_docs import ROOT, ablate_arguments, shell_commands
 from tests.user_commands import COMMANDS, XSS_CLASS, Ran
 
@@ -172,10 +173,12 @@ def test_the_same_rounds_run_again_resumes_from_its_cells_and_trains_nothing(use
     """Started again after it ended (or was interrupted), the run reaches the same rounds from its cached cells."""
     run = ran(user_runs, "seeds in rounds, a broken learning rate, the follow-up grid")
     again = subprocess.run(run.argv, cwd=run.home, capture_output=True, text=True, timeout=300,
-                           env=os.environ | {"PREFECT_API_URL": prefect_server})
+                           env=os.environ | {"PREFECT_API_URL": prefect_server, "PYTHONPROFILEIMPORTTIME": "1"})
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"reused {len(results(run))} of {len(results(run))} training runs" in again.stdout
     assert "training none (every cell reused)" in again.stdout and "round 2 of 2" in again.stdout + again.stderr
+    # nothing to validate or train: neither Great Expectations nor the framework is imported, here or ahead
+    assert not set(imported_packages(again.stderr)) & {"great_expectations", "keras", "tensorflow"}
 
 
 def test_gate_warn_trains_on_the_readable_images_and_names_the_broken_one(user_runs):
