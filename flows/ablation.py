@@ -34,7 +34,7 @@ from tasks.training.devices import DEFAULT_PER_GPU, check_backend
 from tasks.training.grid import DEFAULT_AXES, DEFAULT_MAX_SEEDS, DEFAULT_SEEDS, canonical_axes, grid_variants, looks
 from tasks.training.grid_file import GridFileError, baseline_config, builtin_axes, check_no_conflict, load_grid
 from tasks.training.grid_file import grid_variants as grid_file_variants
-from tasks.training.processes import warm_up_for
+from tasks.training.processes import release_unused, warm_up_for
 from tasks.training.train import check_protocol
 
 # A Prefect global concurrency limit of this name, where one exists (`prefect gcl create ablation-training
@@ -148,6 +148,8 @@ def ablation(
     if executor == "local" and first_round_open(variants, plan, seeds if plan is None else None, data, cells_dir,
                                                 options):
         warm_up_for(backend, verbose)  # the training processes' framework import runs while the gate does
+    else:
+        release_unused()  # the command started one (`flows.cli`), and nothing is to train now
 
     # 2. Data-quality gate: stop before any training when it finds critical problems
     gate_started = time.perf_counter()

@@ -54,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
             _check_executor(args)
             _check_grid(args)
             _check_next(args.next_grid)
+            if args.executor == "local":
+                from tasks.training.processes import warm_up_for
+
+                # The training processes' framework import (2.5-3 s) starts now, beside Prefect's start-up, not
+                # after the data has loaded: with the gate's result kept, it was what the first cell waited for.
+                # A run that finds nothing to train stops it at once (`release_unused`).
+                warm_up_for(args.backend, args.verbose)
         with _one_line_errors():
             summary = _run(args)
     except AblationError as exc:

@@ -177,7 +177,7 @@ def test_the_same_rounds_run_again_resumes_from_its_cells_and_trains_nothing(use
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"reused {len(results(run))} of {len(results(run))} training runs" in again.stdout
     assert "training none (every cell reused)" in again.stdout and "round 2 of 2" in again.stdout + again.stderr
-    # nothing to validate or train: neither Great Expectations nor the framework is imported, here or ahead
+    # nothing to validate or train: the command imports neither Great Expectations nor the framework
     assert not set(imported_packages(again.stderr)) & {"great_expectations", "keras", "tensorflow"}
 
 

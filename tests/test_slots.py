@@ -151,6 +151,24 @@ def test_cpu_training_processes_fork_from_one_preloaded_server_and_train_as_spaw
     assert forked["test_accuracy"] == spawned["test_accuracy"] and forked["history"] == spawned["history"]
 
 
+def test_a_forkserver_started_ahead_that_no_process_came_from_is_stopped_at_once_mid_import():
+    """`ablate run` starts the forkserver with the command; a run with nothing to train stops it right away,
+    while it is still importing TensorFlow (it answers the stop request only after that), not seconds later."""
+    import multiprocessing.forkserver
+
+    import psutil
+
+    from tasks.training.processes import release_unused, warm_up
+
+    warm_up()
+    pid = multiprocessing.forkserver._forkserver._forkserver_pid
+    assert psutil.pid_exists(pid)
+    began = time.monotonic()
+    release_unused()
+    assert not psutil.pid_exists(pid) and time.monotonic() - began < 1  # killed, not asked and waited for
+    release_unused()  # none runs now: nothing to do
+
+
 def test_only_cpu_tensorflow_processes_without_verbose_are_forked():
     from tasks.training.processes import preloaded
 

@@ -1,9 +1,11 @@
 """How training processes start: forked from a process that has imported TensorFlow already, where that is safe.
 
-Importing TensorFlow and Keras costs about 5.5 s of CPU in every process that does it, more than training a
-small cell. Started by multiprocessing's forkserver, the slot pool's processes and the model check import
-nothing: the forkserver imported the framework once (`tasks.training.preload`), ahead of time (`warm_up`, called
-while the data loads and the gate runs), and forks each of them in milliseconds. On 2 cores a run pays one
+Importing TensorFlow and Keras costs 2.5-3 s of CPU in every process that does it (`tasks.training.framework`),
+more than training a small cell. Started by multiprocessing's forkserver, the slot pool's processes and the model
+check import nothing: the forkserver imported the framework once (`tasks.training.preload`), ahead of time
+(`warm_up`: `ablate run` calls it as the command starts, beside Prefect's start-up; the flow, after loading the
+data, when it has something to train), and forks each of them in milliseconds. One no process came from (the
+run found nothing to train) is killed at once (`release_unused`). On 2 cores a run pays one
 import, off its critical path, instead of one per process on it. Forked processes also share the framework's
 memory pages until they write them.
 
@@ -36,6 +38,7 @@ from tasks.training.devices import SlotSpec, detect_gpus
 
 _lock = threading.Lock()
 _warmed = False
+_used = False  # whether a process was started from the forkserver (it then has children to reap at the end)
 
 
 def preloaded(backend: str, verbose: bool, devices: list[str]) -> bool:
@@ -46,9 +49,11 @@ def preloaded(backend: str, verbose: bool, devices: list[str]) -> bool:
 
 def context(backend: str, verbose: bool, devices: list[str]) -> multiprocessing.context.BaseContext:
     """The multiprocessing context to start processes for ``devices`` with: the preloaded forkserver or spawn."""
+    global _used
     if not preloaded(backend, verbose, devices):
         return multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's state
     warm_up()
+    _used = True
     return multiprocessing.get_context("forkserver")
 
 
@@ -76,13 +81,21 @@ def warm_up() -> None:
             _warmed = True
 
 
+def release_unused() -> None:
+    """Stop a forkserver no process was started from (the run found nothing to train): at once, so that its
+    import does not take a core the rest of the run could use."""
+    if _warmed and not _used:
+        stop()
+
+
 def stop(wait: float = 5.0) -> bool | None:
     """Stop the forkserver and wait for it: at this process's exit (registered by `warm_up`), so that nothing of
     a run outlives it. Closing the "alive" pipe is how Python asks its forkserver to stop (its own `_stop`, which
     the standard library's tests use, waits without a limit); a forkserver still running after ``wait`` seconds
-    is killed. The training processes were stopped (and reaped) before: the slot pool closes first. Returns
-    whether it ended by itself (None: none ran)."""
-    global _warmed
+    is killed. The training processes were stopped (and reaped) before: the slot pool closes first. One that
+    never started a process is killed at once: it has nothing to reap, and it may still be importing (it answers
+    the pipe only after). Returns whether it ended by itself (None: none ran)."""
+    global _warmed, _used
     server = multiprocessing.forkserver._forkserver
     with _lock, server._lock:
         pid, alive = server._forkserver_pid, server._forkserver_alive_fd
@@ -90,7 +103,8 @@ def stop(wait: float = 5.0) -> bool | None:
             return None
         os.close(alive)
         server._forkserver_pid = server._forkserver_alive_fd = None
-        _warmed = False
+        wait = wait if _used else 0.0
+        _warmed = _used = False
     deadline = time.monotonic() + wait
     while not os.waitpid(pid, os.WNOHANG)[0]:
         if time.monotonic() > deadline:
