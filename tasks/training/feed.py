@@ -8,7 +8,9 @@ time out of the memmap and normalises it; the pages it reads are the ones every 
 Why not always: that path costs about 10 ms per batch on the TensorFlow CPU backend (measured on 2 cores:
 1.23 s against 0.74 s per epoch of digits at 32x32), which on small data is more than the training itself,
 while on large data it is the faster one (28 s against 36 s per epoch of 4,000 images at 128x96x3). So data up
-to ``IN_MEMORY_BYTES`` (as uint8) is copied in: at most 4 x 64 MiB = 256 MiB of float32 per process.
+to ``IN_MEMORY_BYTES`` (as uint8) is copied in: at most 4 x 64 MiB = 256 MiB of float32 per process. On the
+TensorFlow backend those arrays go in as plain tf.data pipelines rather than through Keras' array adapter, whose
+per-epoch iterators cost more than a small epoch's training (`_tf_datasets`).
 """
 
 from __future__ import annotations
