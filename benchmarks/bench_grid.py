@@ -50,9 +50,13 @@ def main() -> int:
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPU cores; grid: 4 axes, {args.seeds} seeds, digits, {args.epochs} epochs")
     with tempfile.TemporaryDirectory(prefix="bench-grid-") as scratch:
-        loop = run_loop(args, Path(scratch))
-        pipeline, split = run_pipeline(args, Path(scratch), fresh=True)
-        rerun, _ = run_pipeline(args, Path(scratch), fresh=False)
+        try:
+            loop = run_loop(args, Path(scratch))
+            pipeline, split = run_pipeline(args, Path(scratch), fresh=True)
+            rerun, _ = run_pipeline(args, Path(scratch), fresh=False)
+        finally:  # the pipeline's commands started the local Prefect server in the scratch folder: stop it
+            subprocess.run([str(Path(sys.executable).with_name("ablate")), "server", "stop", "--out",
+                            str(Path(scratch) / "reports")], capture_output=True)
     print(f"sequential loop: {loop['wall']:.1f} s wall for {loop['cells']} cells "
           f"({loop['fit']:.1f} s in model.fit calls, the rest imports and loading; {loop['failed']} failed)")
     print(f"pipeline:        {pipeline:.1f} s wall (ablate run --fresh --executor {args.executor})")
