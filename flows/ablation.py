@@ -22,6 +22,7 @@ from tasks.data.store import load_cache
 from tasks.errors import GateFailed
 from tasks.files import write_atomic
 from tasks.gate.expectations import import_ahead
+from tasks.gate.result_cache import is_kept
 from tasks.gate.suite import load_suite
 from tasks.paths import cache_dir, reports_dir
 from tasks.report.aggregate import nothing_compared
@@ -120,7 +121,7 @@ def ablation(
     # 1. Load the dataset once and cache it for the training processes
     data = load_dataset_step(dataset, image_size, test_fraction, limit, reports)
     check_protocol(data["cache_path"], variants[0][2])  # a --val-fraction that leaves nothing: exit 2, now
-    if not (gate_entry(data, checks, reports) / "gate.json").exists():
+    if not is_kept(gate_entry(data, checks, reports)):
         import_ahead()  # the gate will validate: Great Expectations' import runs while the model is checked
     warnings = []
     if model:  # before the gate and any training: it must build and answer the data's classes

@@ -35,6 +35,11 @@ def gate_key(fingerprint: str, suite: dict, class_names: list[str]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def is_kept(entry: Path) -> bool:
+    """Whether ``entry`` holds a kept result (`cached_gate` may still find it damaged and validate again)."""
+    return (entry / "gate.json").is_file()
+
+
 def cached_gate(entry: Path, docs_dir: Path, suite: dict) -> GateResult | None:
     """The result kept in ``entry``, its Data Docs copied to ``docs_dir``; None when there is none (or it is
     damaged, in which case the gate validates again)."""

@@ -77,7 +77,6 @@ def warm_up() -> None:
             forkserver = multiprocessing.get_context("forkserver")
             forkserver.set_forkserver_preload(["tasks.training.preload"])
             multiprocessing.forkserver.ensure_running()
-            atexit.register(stop)
             _warmed = True
 
 
@@ -89,7 +88,7 @@ def release_unused() -> None:
 
 
 def stop(wait: float = 5.0) -> bool | None:
-    """Stop the forkserver and wait for it: at this process's exit (registered by `warm_up`), so that nothing of
+    """Stop the forkserver and wait for it: at this process's exit (registered once, below), so that nothing of
     a run outlives it. Closing the "alive" pipe is how Python asks its forkserver to stop (its own `_stop`, which
     the standard library's tests use, waits without a limit); a forkserver still running after ``wait`` seconds
     is killed. The training processes were stopped (and reaped) before: the slot pool closes first. One that
@@ -113,6 +112,9 @@ def stop(wait: float = 5.0) -> bool | None:
             return False
         time.sleep(0.01)
     return True
+
+
+atexit.register(stop)  # once, whatever the number of forkservers started (and released) in this process
 
 
 def started_process() -> None:
