@@ -4,9 +4,12 @@ progress artifact). `flows.ablation` calls it; `tasks.report.rounds` decides wha
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
@@ -27,11 +30,18 @@ from tasks.training.slots import SlotPool
 from tasks.training.train import failed_record
 
 
+class TrainingStopped(Exception):
+    """`Rounds.stop` came before the training processes started: none are started."""
+
+
 class Rounds:
     """The grid's training, round by round: each round is one fan-out of `train_grid`, its Prefect task runs
     tagged with the round ("round 2", "confirmation"), and the live display says which round it is. The training
     processes (or the Dask cluster) start with the first cell to train and serve every round after it, so a round
-    does not pay for starting them again. Keeps the cells, cache keys, timings and count of reused cells."""
+    does not pay for starting them again. Keeps the cells, cache keys, timings and count of reused cells.
+
+    `first_round_behind` trains the first round on a thread while the flow's own thread does something else
+    (the data-quality gate), and `stop` ends the training from there."""
 
     def __init__(self, data: dict, run_dir: Path, cells_dir: Path, options: dict):
         self.data, self.run_dir, self.cells_dir, self.options = data, run_dir, cells_dir, options
@@ -41,6 +51,9 @@ class Rounds:
         self._timings: list[dict] = []
         self._stack = ExitStack()
         self._executor: tuple[Submit, int, str] | None = None
+        self._cancel: Callable[[], None] | None = None  # kills the local training processes at once
+        self._lock = threading.Lock()
+        self.stopped = threading.Event()
 
     def __enter__(self) -> Rounds:
         return self
@@ -51,10 +64,43 @@ class Rounds:
     def executor(self, cells: int) -> tuple[Submit, int, str]:
         """The submit function, the number of cells that train at once, and where: started on first use, planned
         for that round's ``cells`` (the first round is the largest: later ones train only what is still open)."""
-        if self._executor is None:
-            self._executor = self._stack.enter_context(_executor(cells, self.data, self.run_dir, self.cells_dir,
-                                                                 self.keys, self.options))
-        return self._executor
+        with self._lock:  # so a stop either comes first (nothing starts) or finds the processes to kill
+            if self.stopped.is_set():
+                raise TrainingStopped
+            if self._executor is None:
+                submit, slots, where, self._cancel = self._stack.enter_context(
+                    _executor(cells, self.data, self.run_dir, self.cells_dir, self.keys, self.options))
+                self._executor = (submit, slots, where)
+            return self._executor
+
+    @contextmanager
+    def first_round_behind(self, variants: list[Variant], plan: tuple[int, ...] | None,
+                           seeds: int | None) -> Iterator[Future]:
+        """`one_factor` on a thread of its own (with this thread's Prefect context) while the body runs; yields
+        its future: the records, and when the round ended (``time.perf_counter``). If the body raises (the gate
+        failed, Ctrl-C), the training is stopped and its thread waited for before the exception goes on."""
+        def first_round() -> tuple[list[dict], float]:
+            return self.one_factor(variants, plan, seeds), time.perf_counter()
+
+        thread = ThreadPoolExecutor(1, thread_name_prefix="first-round")
+        future = thread.submit(contextvars.copy_context().run, first_round)
+        thread.shutdown(wait=False)
+        try:
+            yield future
+        except BaseException:
+            self.stop()
+            wait([future])
+            raise
+
+    def stop(self) -> None:
+        """Stop training now (from any thread): the cells training are killed and dropped (not kept, not
+        counted), and nothing more starts; `train` returns what had finished. The local slot pool only: with a
+        Dask cluster the flow does not train before the gate has passed (`flows.ablation`)."""
+        with self._lock:
+            self.stopped.set()
+            cancel = self._cancel
+        if cancel is not None:
+            cancel()
 
     def one_factor(self, variants: list[Variant], plan: tuple[int, ...] | None, seeds: int | None) -> list[dict]:
         """Every variant for ``seeds`` seeds at once, or with a ``plan`` of looks (--seeds auto) in rounds until
@@ -64,7 +110,7 @@ class Rounds:
         logger, classes, records = get_run_logger(), len(self.data["class_names"]), []
         for number, seeds_at_look in enumerate(plan, start=1):
             cells = next_round(variants, records, plan, classes)
-            if not cells:
+            if not cells or self.stopped.is_set():
                 break
             logger.info("round %d of %d: up to %d seeds per variant, %d variant(s), %d cells", number, len(plan),
                         seeds_at_look, len({(c.axis, c.variant) for c in cells}), len(cells))
@@ -78,8 +124,11 @@ class Rounds:
         self.cells += cells
         self.keys |= cell_keys(cells, self.data["fingerprint"], self.options["backend"])
         with tags(label.split(" of ")[0]) if label else nullcontext():
-            records, timings, cached = train_grid(cells, self.keys, self.run_dir, self.cells_dir, self.options,
-                                                  self.executor, label)
+            try:
+                records, timings, cached = train_grid(cells, self.keys, self.run_dir, self.cells_dir, self.options,
+                                                      self.executor, label, self.stopped)
+            except TrainingStopped:
+                return []
         self._timings.append(timings)
         self.cached += cached
         return records
@@ -113,7 +162,8 @@ def kept_records(cells: list[Cell], keys: dict[str, str], cells_dir: Path, fresh
 
 
 def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir: Path, options: dict,
-               executor: Callable[[int], tuple[Submit, int, str]], label: str = "") -> tuple[list[dict], dict, int]:
+               executor: Callable[[int], tuple[Submit, int, str]], label: str = "",
+               stopped: threading.Event | None = None) -> tuple[list[dict], dict, int]:
     """Reuse the cells finished before (unless ``fresh``), fan the rest out, log progress.
 
     Every cell's record is appended to cells.jsonl and kept in ``cells_dir`` the moment it finishes, so a crash,
@@ -121,6 +171,7 @@ def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir
     fresh, tensorboard, cell_timeout, retries, backend, per_gpu, processes, executor ("local" or "dask"),
     dask_address, verbose. ``executor``: gives the submit function, the cells that train at once and where,
     starting the training processes the first time. ``label``: the round, for the log and the live display.
+    ``stopped``: once set, cells that fail (killed by `Rounds.stop`) are dropped, and only finished ones return.
     """
     logger = get_run_logger()
     done = kept_records(cells, keys, cells_dir, options["fresh"])
@@ -159,10 +210,12 @@ def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir
                 GRID.start(len(todo), len(cells) - len(todo), slots, label)  # the CLI's live display reads it
                 try:
                     for future in as_completed(futures):
-                        keep(futures[future], _result(future, futures[future]) | {"cached": False})
+                        record = _result(future, futures[future]) | {"cached": False}
+                        if not (record["status"] == "failed" and stopped is not None and stopped.is_set()):
+                            keep(futures[future], record)
                 finally:
                     GRID.stop()
-    records = [done[cell.key] for cell in cells]  # in grid order
+    records = [done[cell.key] for cell in cells if cell.key in done]  # in grid order; all unless stopped
     return records, training_times(trained, slots, time.perf_counter() - started), len(cells) - len(todo)
 
 
@@ -171,10 +224,11 @@ Submit = Callable[[Cell], object]  # a cell -> its Prefect future
 
 @contextmanager
 def _executor(cells: int, data: dict, run_dir: Path, cells_dir: Path, keys: dict[str, str],
-              options: dict) -> Iterator[tuple[Submit, int, str]]:
+              options: dict) -> Iterator[tuple[Submit, int, str, Callable[[], None] | None]]:
     """How cells are submitted: to the local slot pool (default) or as tasks on a Dask cluster, planned for at
     most ``cells`` cells. Yields the submit function, the number of cells that can train at once, and where they
-    train (for the log). ``keys`` is read at each submit, so later rounds may add to it."""
+    train (for the log), and what kills the training at once (None for Dask). ``keys`` is read at each submit, so
+    later rounds may add to it."""
     slots = plan_slots(cells, cpu_count(), detect_gpus(), options["per_gpu"], gpu_memory_mib(),
                        options["backend"], options["processes"])
     common = {"dataset_path": data["cache_path"], "tensorboard": options["tensorboard"],
@@ -196,14 +250,14 @@ def _executor(cells: int, data: dict, run_dir: Path, cells_dir: Path, keys: dict
                         "log_dir": None if options["dask_address"] else run_dir / "logs",
                         "verbose": options["verbose"]})
 
-            yield submit, cluster.workers, cluster.describe(options["dask_address"])
+            yield submit, cluster.workers, cluster.describe(options["dask_address"]), None
         return
     with SlotPool(slots, run_dir / "logs", verbose=options["verbose"]) as pool:
         def submit(cell: Cell):
             return train_cell_step.submit(cell=cell, pool=pool, **paths(cell), **common, retries=options["retries"])
 
         devices = ", ".join(sorted({slot.device for slot in slots}))
-        yield submit, len(slots), f"{len(slots)} slot(s): {devices}"
+        yield submit, len(slots), f"{len(slots)} slot(s): {devices}", lambda: pool.close(wait=0)
 
 
 def _result(future, cell: Cell) -> dict:

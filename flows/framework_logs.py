@@ -10,7 +10,7 @@ followed from their log files, through the same logging (so above the live displ
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager
 
 FRAMEWORK_LOGGERS = ("great_expectations", "distributed", "prefect.task_runner.dask")
 _ECHO = logging.getLogger("ablate.frameworks")  # the training processes' own output, with --verbose
@@ -46,10 +46,9 @@ def framework_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-@contextmanager
-def training_limit(name: str):
-    """Hold one slot of the Prefect global concurrency limit ``name`` while training, waiting for it if other
-    sweeps hold it, when that limit exists; without it, nothing (Prefect would warn on every run)."""
+def training_limit(name: str) -> AbstractContextManager | None:
+    """The Prefect global concurrency limit ``name`` as a context that holds one slot of it while training,
+    waiting while other sweeps hold it; None when that limit does not exist (Prefect would warn on every run)."""
     from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
     from prefect.exceptions import ObjectNotFound
@@ -57,8 +56,6 @@ def training_limit(name: str):
     try:
         with get_client(sync_client=True) as client:
             client.read_global_concurrency_limit_by_name(name)
-        limit = concurrency(name, occupy=1)
     except ObjectNotFound:
-        limit = nullcontext()
-    with limit:
-        yield
+        return None
+    return concurrency(name, occupy=1)

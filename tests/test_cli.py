@@ -198,6 +198,12 @@ def test_the_time_split_says_when_every_cell_was_reused():
                            "slots": 2.0}, 60.0)
     assert "training 90.0 s inside 2 training process(es) (slowest slot 46.0 s, wall 50.0 s)" in trained
     assert trained.endswith("orchestration overhead 11.5 s")
+    # a gate that validated while the first cells trained counts only for what the run waited for it
+    beside = _time_split({"loading": 0.5, "gate": 4.0, "gate (waited for)": 0.0, "report": 1.0,
+                          "training (wall)": 50.0, "training (inside processes, summed)": 90.0,
+                          "training (slowest slot)": 46.0, "slots": 2.0}, 50.0)
+    assert "gate 4.0 s alongside training (0.0 s waited for)" in beside
+    assert beside.endswith("orchestration overhead 2.5 s")
 
 
 def test_a_run_where_nothing_could_be_compared_exits_3_and_its_first_screen_says_why(prefect_server, tmp_path):

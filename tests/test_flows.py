@@ -1,10 +1,12 @@
 """End-to-end flow runs on a real Prefect server (the session's test harness), training for real on tiny slices."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from flows.ablation import ablation
@@ -83,15 +85,24 @@ def mixed_scale_npz(tmp_path):
                      x_test=x[20:].copy(), y_test=np.arange(20) % 2)
 
 
-def test_a_critical_gate_failure_stops_before_training_and_the_report_explains(prefect_server, tmp_path):
+def test_a_critical_gate_failure_stops_the_training_beside_it_and_the_report_explains(prefect_server, tmp_path):
+    # The first cells train while the gate validates. These could not finish (10,000 epochs, no early stop): the
+    # run ending at once shows that the failed gate stopped them (were it not so, a minute's time limit would
+    # fail them, and they would be recorded).
     with pytest.raises(GateFailed) as failure:
-        ablation(dataset=str(mixed_scale_npz(tmp_path)), epochs=1, seeds=1, axes=["dropout"], out=tmp_path / "r")
+        ablation(dataset=str(mixed_scale_npz(tmp_path)), epochs=10_000, seeds=1, axes=["dropout"],
+                 settings={"patience": 10_000}, cell_timeout=60, out=tmp_path / "r")
     page_path = failure.value.report_path
     page = open(page_path).read()
     assert "Training did not run" in page and "x_train[0]" in page and "one pixel scale" in page
     assert page.index("one pixel scale") < page.index("Data-quality gate") < page.index("<figcaption>x_train[0]")
     run_dir = tmp_path / "r" / page_path.split("/")[-2]
-    assert not (run_dir / "results.csv").exists() and not (run_dir / "logs").exists()
+    assert not (run_dir / "results.csv").exists()
+    assert (run_dir / "cells.jsonl").read_text() == ""  # the stopped cells are not recorded as failures
+    assert not list((tmp_path / "r" / ".cache" / "cells").glob("*.json"))  # nor kept
+    pids = [int(re.search(r"training process (\d+)", log.read_text()).group(1))
+            for log in (run_dir / "logs").glob("*.log")]
+    assert pids and not [pid for pid in pids if psutil.pid_exists(pid)], "training processes left running"
 
 
 def test_data_quality_gate_flow_alone(prefect_server, tmp_path):
