@@ -81,7 +81,7 @@ def test_commands_share_one_background_server_and_an_unchanged_gate_is_not_valid
 
 
 def test_a_crashed_or_hung_server_is_replaced_and_an_idle_one_stops_itself(tmp_path):
-    out, env = tmp_path / "reports", without_api_url(ABLATE_SERVER_IDLE_MINUTES="0.25")
+    out, env = tmp_path / "reports", without_api_url(ABLATE_SERVER_IDLE_MINUTES="0.1")
     # Two commands at once on a folder with no server: one starts it, the other waits for it to boot.
     together = [subprocess.Popen([sys.executable, "-m", "flows.cli", "server", "start", "--out", str(out)], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
@@ -104,7 +104,7 @@ def test_a_crashed_or_hung_server_is_replaced_and_an_idle_one_stops_itself(tmp_p
     fresh = record(out)
     assert fresh["pid"] != hung["pid"] and gone(hung["pid"], within=10)
 
-    # No command holds it and nothing calls it: it stops itself after the idle time (15 s here) and says so.
+    # No command holds it and nothing calls it: it stops itself after the idle time (6 s here) and says so.
     assert gone(fresh["pid"], within=60), "the idle server did not stop itself"
     assert not (out / ".prefect" / "server.json").exists()
     assert "idle for" in (out / ".prefect" / "server.log").read_text()
