@@ -169,7 +169,7 @@ def ablation(
                 checked = _gate(data, run_dir, checks, reports, run, gate, rounds.stop)
                 gate_ended = time.perf_counter()
                 charts_ahead = draw_ahead(load_cache(data["cache_path"]), cache_dir(reports) / "charts")
-            records, ended = first_round.result()
+                records, ended = first_round.result()
             run["timings"]["gate (waited for)"] = max(0.0, gate_ended - ended)  # the round ended first
         else:
             charts_ahead = draw_ahead(load_cache(data["cache_path"]), cache_dir(reports) / "charts")

@@ -78,7 +78,8 @@ class Rounds:
                            seeds: int | None) -> Iterator[Future]:
         """`one_factor` on a thread of its own (with this thread's Prefect context) while the body runs; yields
         its future: the records, and when the round ended (``time.perf_counter``). If the body raises (the gate
-        failed, Ctrl-C), the training is stopped and its thread waited for before the exception goes on."""
+        failed, Ctrl-C while it waits for the round), the training is stopped and its thread waited for before the
+        exception goes on."""
         def first_round() -> tuple[list[dict], float]:
             return self.one_factor(variants, plan, seeds), time.perf_counter()
 

@@ -103,6 +103,12 @@ def test_a_critical_gate_failure_stops_the_training_beside_it_and_the_report_exp
     pids = [int(re.search(r"training process (\d+)", log.read_text()).group(1))
             for log in (run_dir / "logs").glob("*.log")]
     assert pids and not [pid for pid in pids if psutil.pid_exists(pid)], "training processes left running"
+    # Again: the gate's kept result fails at once, often before the training processes start (then none does).
+    with pytest.raises(GateFailed) as again:
+        ablation(dataset=str(mixed_scale_npz(tmp_path)), epochs=10_000, seeds=1, axes=["dropout"],
+                 settings={"patience": 10_000}, cell_timeout=60, out=tmp_path / "r")
+    again_dir = tmp_path / "r" / again.value.report_path.split("/")[-2]
+    assert (again_dir / "cells.jsonl").read_text() == "" and not (again_dir / "results.csv").exists()
 
 
 def test_data_quality_gate_flow_alone(prefect_server, tmp_path):
