@@ -149,7 +149,8 @@ def ablation(
                "dask_address": dask_address, "verbose": verbose}
     plan = looks(max_seeds) if seeds == "auto" else None
     fixed_seeds = seeds if plan is None else None
-    if executor == "local" and first_round_open(variants, plan, fixed_seeds, data, cells_dir, options):
+    trains_at_once = executor == "local" and first_round_open(variants, plan, fixed_seeds, data, cells_dir, options)
+    if trains_at_once:
         warm_up_for(backend, verbose)  # the training processes' framework import runs while the gate does
     else:
         release_unused()  # the command started one (`flows.cli`), and nothing is to train now
@@ -158,9 +159,10 @@ def ablation(
     #    the local slots and no training limit to wait for, the first round trains on a thread while this one
     #    runs the gate, so the gate costs no wall time (4-5 s of an 80 s grid on 2 cores); a gate that fails
     #    stops that training (its cells killed, none kept) and the run ends with the gate's report, as when it
-    #    came first. Otherwise (a Dask cluster's workers, a limit shared with other sweeps) the gate comes first.
+    #    came first. Otherwise (a Dask cluster's workers, a limit shared with other sweeps, a first round with
+    #    every cell kept) the gate comes first.
     limit = training_limit(TRAINING_LIMIT)  # waits while other sweeps train, if the limit exists
-    alongside = executor == "local" and limit is None
+    alongside = trains_at_once and limit is None
     if not alongside:
         checked = _gate(data, run_dir, checks, reports, run, gate)
     with limit or nullcontext(), Rounds(data, run_dir, cells_dir, options) as rounds:
