@@ -127,7 +127,7 @@ class Rounds:
         with tags(label.split(" of ")[0]) if label else nullcontext():
             try:
                 records, timings, cached = train_grid(cells, self.keys, self.run_dir, self.cells_dir, self.options,
-                                                      self.executor, label, self.stopped)
+                                                      self.executor, label)
             except TrainingStopped:
                 return []
         self._timings.append(timings)
@@ -163,8 +163,7 @@ def kept_records(cells: list[Cell], keys: dict[str, str], cells_dir: Path, fresh
 
 
 def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir: Path, options: dict,
-               executor: Callable[[int], tuple[Submit, int, str]], label: str = "",
-               stopped: threading.Event | None = None) -> tuple[list[dict], dict, int]:
+               executor: Callable[[int], tuple[Submit, int, str]], label: str = "") -> tuple[list[dict], dict, int]:
     """Reuse the cells finished before (unless ``fresh``), fan the rest out, log progress.
 
     Every cell's record is appended to cells.jsonl and kept in ``cells_dir`` the moment it finishes, so a crash,
@@ -172,7 +171,7 @@ def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir
     fresh, tensorboard, cell_timeout, retries, backend, per_gpu, processes, executor ("local" or "dask"),
     dask_address, verbose. ``executor``: gives the submit function, the cells that train at once and where,
     starting the training processes the first time. ``label``: the round, for the log and the live display.
-    ``stopped``: once set, cells that fail (killed by `Rounds.stop`) are dropped, and only finished ones return.
+    A cell the pool stopped under it (Ctrl-C, `Rounds.stop`) has no result: it is not kept, logged or returned.
     """
     logger = get_run_logger()
     done = kept_records(cells, keys, cells_dir, options["fresh"])
@@ -212,7 +211,7 @@ def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir
                 try:
                     for future in as_completed(futures):
                         record = _result(future, futures[future]) | {"cached": False}
-                        if not (record["status"] == "failed" and stopped is not None and stopped.is_set()):
+                        if not record.get("pool_closed"):
                             keep(futures[future], record)
                 finally:
                     GRID.stop()

@@ -152,8 +152,8 @@ def train_cell_step(cell: Cell, dataset_path: str, pool: SlotPool, out_dir: Path
             record, slot = pool.run(payload, timeout)
             record["worker"] = f"slot-{slot.index}"
             break
-        except PoolClosed as exc:  # interrupted: not this cell's fault, no log line per queued cell
-            return failed_record(cell.to_dict(), str(exc)) | {"worker": ""}
+        except PoolClosed as exc:  # interrupted or stopped: not this cell's fault, and no result (not kept)
+            return failed_record(cell.to_dict(), str(exc)) | {"worker": "", "pool_closed": True}
         except WorkerCrashed as exc:
             record = failed_record(cell.to_dict(), str(exc), exc.log_tail) | {"worker": ""}
             if isinstance(exc, CellTimedOut) or attempt == retries:
