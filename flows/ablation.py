@@ -157,10 +157,10 @@ def ablation(
 
     # 2. Data-quality gate, and 3. training every cell of the grid (the local slot pool or a Dask cluster). With
     #    the local slots and no training limit to wait for, the first round trains on a thread while this one
-    #    runs the gate, so the gate costs no wall time (4-5 s of an 80 s grid on 2 cores); a gate that fails
-    #    stops that training (its cells killed, none kept) and the run ends with the gate's report, as when it
-    #    came first. Otherwise (a Dask cluster's workers, a limit shared with other sweeps, a first round with
-    #    every cell kept) the gate comes first.
+    #    runs the gate, so the gate no longer delays the training (it took 4-5 s before the first cell of an 80 s
+    #    grid on 2 cores). A gate that fails stops that training (the cells still training are killed and not
+    #    recorded) and the run ends with the gate's report, as when it came first. Otherwise (a Dask cluster's
+    #    workers, a limit shared with other sweeps, a first round with every cell kept) the gate comes first.
     limit = training_limit(TRAINING_LIMIT)  # waits while other sweeps train, if the limit exists
     alongside = trains_at_once and limit is None
     if not alongside:

@@ -22,7 +22,7 @@ class DatasetError(AblationError):
 
 
 class GateFailed(AblationError):
-    """The data-quality gate found critical problems; training did not run."""
+    """The data-quality gate found critical problems; training stopped (or never started)."""
 
     exit_code = EXIT_GATE_FAILED
 

@@ -130,7 +130,8 @@ def test_report_of_a_failed_gate_explains_it_and_names_images():
     run = RUN | {"status": "gate failed", "error": "the data-quality gate failed: one pixel scale",
                  "data_docs_link": "data_docs/index.html"}
     page = render_report(run, gate, None, None, None, None)
-    assert "Training did not run" in page and "train/a/1.png" in page and "data_docs/index.html" in page
+    assert "Training stopped: the data-quality gate failed" in page
+    assert "train/a/1.png" in page and "data_docs/index.html" in page
 
 
 def test_the_paired_test_is_a_t_test_from_three_seeds_and_the_exact_sign_flip_test_for_two():

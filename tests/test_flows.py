@@ -94,7 +94,8 @@ def test_a_critical_gate_failure_stops_the_training_beside_it_and_the_report_exp
                  settings={"patience": 10_000}, cell_timeout=60, out=tmp_path / "r")
     page_path = failure.value.report_path
     page = open(page_path).read()
-    assert "Training did not run" in page and "x_train[0]" in page and "one pixel scale" in page
+    assert "Training stopped: the data-quality gate failed" in page
+    assert "x_train[0]" in page and "one pixel scale" in page
     assert page.index("one pixel scale") < page.index("Data-quality gate") < page.index("<figcaption>x_train[0]")
     run_dir = tmp_path / "r" / page_path.split("/")[-2]
     assert not (run_dir / "results.csv").exists()
