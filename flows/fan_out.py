@@ -53,7 +53,7 @@ class Rounds:
         self._executor: tuple[Submit, int, str] | None = None
         self._cancel: Callable[[], None] | None = None  # kills the local training processes at once
         self._lock = threading.Lock()
-        self.stopped = threading.Event()
+        self._stopped = False  # set by `stop`: nothing more starts
 
     def __enter__(self) -> Rounds:
         return self
@@ -65,7 +65,7 @@ class Rounds:
         """The submit function, the number of cells that train at once, and where: started on first use, planned
         for that round's ``cells`` (the first round is the largest: later ones train only what is still open)."""
         with self._lock:  # so a stop either comes first (nothing starts) or finds the processes to kill
-            if self.stopped.is_set():
+            if self._stopped:
                 raise TrainingStopped
             if self._executor is None:
                 submit, slots, where, self._cancel = self._stack.enter_context(
@@ -98,7 +98,7 @@ class Rounds:
         counted), and nothing more starts; `train` returns what had finished. The local slot pool only: with a
         Dask cluster the flow does not train before the gate has passed (`flows.ablation`)."""
         with self._lock:
-            self.stopped.set()
+            self._stopped = True
             cancel = self._cancel
         if cancel is not None:
             cancel()
@@ -111,7 +111,7 @@ class Rounds:
         logger, classes, records = get_run_logger(), len(self.data["class_names"]), []
         for number, seeds_at_look in enumerate(plan, start=1):
             cells = next_round(variants, records, plan, classes)
-            if not cells or self.stopped.is_set():
+            if not cells or self._stopped:
                 break
             logger.info("round %d of %d: up to %d seeds per variant, %d variant(s), %d cells", number, len(plan),
                         seeds_at_look, len({(c.axis, c.variant) for c in cells}), len(cells))
@@ -215,7 +215,7 @@ def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir
                             keep(futures[future], record)
                 finally:
                     GRID.stop()
-    records = [done[cell.key] for cell in cells if cell.key in done]  # in grid order; all unless stopped
+    records = [done[cell.key] for cell in cells if cell.key in done]  # in grid order, none pool_closed
     return records, training_times(trained, slots, time.perf_counter() - started), len(cells) - len(todo)
 
 
