@@ -203,14 +203,17 @@ def _print_grid(args: argparse.Namespace) -> int:
 
 
 def _check_executor(args: argparse.Namespace) -> None:
-    """--dask-address implies --executor dask; check the scheduler answers before Prefect starts."""
+    """--dask-address implies --executor dask; check the scheduler answers (and, for tls://, that certificates
+    are set) before Prefect starts."""
     if args.dask_address and args.executor == "local":
         raise AblationError("--dask-address needs --executor dask (or no --executor)")
     args.executor = "dask" if args.dask_address else args.executor or "local"
-    if args.dask_address:
-        from flows.dask_executor import check_reachable
+    if args.dask_address or args.dask_tls_ca_file or args.dask_tls_cert or args.dask_tls_key:
+        from flows.dask_executor import check_reachable, check_tls, use_tls_files
 
+        use_tls_files(args.dask_address, args.dask_tls_ca_file, args.dask_tls_cert, args.dask_tls_key)
         check_reachable(args.dask_address)
+        check_tls(args.dask_address)
 
 
 def _run(args: argparse.Namespace) -> dict:

@@ -14,7 +14,7 @@ EXIT_CODES = """exit codes:
   0  success (gate warnings allowed)
   1  the data-quality gate found critical problems (the report says which images)
   2  bad input or usage: missing or unreadable dataset, bad option, grid file or --model, unwritable --out,
-     unreachable --dask-address
+     unreachable --dask-address or its TLS files
   3  nothing could be compared: the baseline (or every training run) failed; the report says why
   130  interrupted (Ctrl-C); 129 the terminal closed (SIGHUP); 143 terminated (SIGTERM): training processes
        stopped, finished cells kept"""
@@ -83,9 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["local", "dask"], default=None,
                      help="where cells train: a pool of local training processes (local, default) or the workers "
                           "of a Dask cluster (dask: a local one unless --dask-address is given)")
-    run.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+    run.add_argument("--dask-address", default=None, metavar="tls://HOST:PORT",
                      help="scheduler of an existing Dask cluster to train on (implies --executor dask); --out or "
-                          "--store must be on storage its workers share")
+                          "--store must be on storage its workers share. tls:// encrypts and authenticates; "
+                          "tcp:// beyond this machine does neither, and the run warns")
+    for name, what in (("ca-file", "the CA certificate(s) that signed the scheduler's certificate"),
+                       ("cert", "this client's certificate"),
+                       ("key", "this client's private key, if not in --dask-tls-cert")):
+        run.add_argument(f"--dask-tls-{name}", default=None, metavar="PEM",
+                         help=f"for a tls:// --dask-address: {what} (sets Dask's distributed.comm.tls.*)")
     grid = commands.add_parser("grid", help="list the cells a grid file expands to, their count and an estimate "
                                              "of the training time, without training")
     grid.add_argument("--grid", type=Path, required=True, metavar="FILE", help="the grid file (TOML or YAML)")

@@ -7,6 +7,12 @@ when any worker advertises a ``GPU`` resource, every cell asks for one, so a GPU
 
 The Dask workers run Prefect task runs themselves, so they must reach this flow's Prefect API: its URL is
 passed to them with the tasks, and a temporary server (127.0.0.1) is refused for workers on other machines.
+
+A Dask scheduler runs whatever code it is sent, unauthenticated over ``tcp://``. So the local cluster (its
+scheduler, nannies, workers and their health routes) listens on 127.0.0.1 only; a ``tls://`` address is
+reached with the certificates of Dask's configuration (``distributed.comm.tls.*``, which ``--dask-tls-*``
+set); and a run that sends its cells to a ``tcp://`` address beyond this machine says once that anyone who
+can reach that scheduler can run code on its workers (docs/scaling-out.md).
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ from tasks.errors import AblationError
 from tasks.training.devices import SlotSpec
 
 GPU = "GPU"  # the resource name workers advertise: `dask worker ... --resources GPU=1`
+LOOPBACK = "127.0.0.1"  # where the local cluster listens: nothing beyond this machine may send it code
+# Dask's own configuration keys for a client's TLS (what `--dask-tls-*` set; also read from Dask's YAML files and
+# DASK_DISTRIBUTED__COMM__TLS__* environment variables)
+TLS_CONFIG = {"ca_file": "distributed.comm.tls.ca-file", "cert": "distributed.comm.tls.client.cert",
+              "key": "distributed.comm.tls.client.key"}
 CONNECT_TIMEOUT_S = 10  # to a scheduler given by address; Dask's default of 30 s is long for a typo
 
 
@@ -46,6 +57,7 @@ class DaskExecutor:
 def dask_executor(address: str | None, slots: list[SlotSpec], retries: int) -> Iterator[DaskExecutor]:
     """A started DaskTaskRunner on ``address`` or on a local cluster built from ``slots``; torn down after."""
     from distributed import Client  # noqa: F401  (fails here, not in a worker, if distributed is missing)
+    from prefect import get_run_logger
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect_dask import DaskTaskRunner
 
@@ -53,14 +65,24 @@ def dask_executor(address: str | None, slots: list[SlotSpec], retries: int) -> I
     with ExitStack() as stack:
         if address:
             check_reachable(address)
+            check_tls(address)
+            if warning := plain_tcp_warning(address):  # once per run, on the terminal and in the UI
+                get_run_logger().warning(warning)
             runner = DaskTaskRunner(address=address, client_kwargs={"timeout": CONNECT_TIMEOUT_S})
         else:
             cluster = stack.enter_context(local_cluster(slots, retries, api_url))
             runner = DaskTaskRunner(cluster=cluster)
         # Task runs serialise the settings they start with: workers report to this flow's API, not their own.
         stack.enter_context(temporary_settings({PREFECT_API_URL: api_url}))
-        stack.enter_context(runner)
-        workers = runner.client.scheduler_info(n_workers=-1)["workers"]
+        try:
+            stack.enter_context(runner)
+            workers = runner.client.scheduler_info(n_workers=-1)["workers"]
+        except (OSError, TypeError, ValueError) as exc:  # comm errors are OSErrors; a TLS mismatch a TypeError
+            if not address:
+                raise
+            raise DaskClusterError(f"--dask-address {address}: could not talk to the Dask scheduler "
+                                   f"({_first_line(exc)}); one started with TLS needs a tls:// address and "
+                                   "certificates its CA signed (docs/scaling-out.md)") from None
         if not workers:
             raise DaskClusterError(f"the Dask scheduler at {address} has no workers; start some with "
                                    f"`dask worker {address}`")
@@ -84,12 +106,14 @@ def local_cluster(slots: list[SlotSpec], retries: int, api_url: str):
             "silence_logs": logging.WARNING,
             "resources": {GPU: 1} if slot.device.startswith("gpu:") else None,
             "dashboard": False,
+            "host": LOOPBACK,  # the nanny and its worker, their health routes included
         }} for slot in slots}
     # allowed_failures: how often a cell may take its worker down with it (out of memory, killed) before Dask
     # gives up on it with KilledWorker; that is --retries.
-    # The scheduler serves its health routes on a free port (8787 may be taken); no dashboard.
-    scheduler = {"cls": Scheduler, "options": {"dashboard": False, "dashboard_address": ":0",
-                                               "allowed_failures": retries}}
+    # The scheduler serves its health routes on a free port of the loopback interface (8787 may be taken; Dask's
+    # ":0" would mean every interface); no dashboard.
+    scheduler = {"cls": Scheduler, "options": {"host": LOOPBACK, "dashboard": False,
+                                               "dashboard_address": f"{LOOPBACK}:0", "allowed_failures": retries}}
     with SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING) as cluster:
         yield cluster
 
@@ -112,6 +136,52 @@ def check_reachable(address: str) -> None:
     except OSError as exc:
         raise DaskClusterError(f"--dask-address {address}: no Dask scheduler reachable there "
                                f"({exc.strerror or exc})") from None
+
+
+def use_tls_files(address: str | None, ca_file: str | None, cert: str | None, key: str | None) -> None:
+    """``--dask-tls-*``: set Dask's TLS configuration for this process (the client that sends the cells), after a
+    one-line error for a file that cannot be read or a ``tcp://`` address that would not use them."""
+    given = {name: path for name, path in {"ca_file": ca_file, "cert": cert, "key": key}.items() if path}
+    if not given:
+        return
+    if not (address or "").startswith("tls://"):
+        raise DaskClusterError("--dask-tls-ca-file, --dask-tls-cert and --dask-tls-key are for a "
+                               "--dask-address tls://HOST:PORT")
+    for name, path in given.items():
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise DaskClusterError(f"--dask-tls-{name.replace('_', '-')} {path}: {exc.strerror or exc}") from None
+    import dask
+
+    dask.config.set({TLS_CONFIG[name]: str(path) for name, path in given.items()})
+
+
+def check_tls(address: str) -> None:
+    """A ``tls://`` scheduler needs a CA to trust and a client certificate: a one-line error when Dask's
+    configuration has neither (Dask itself would fail with a TypeError about an SSL context)."""
+    if not address.startswith("tls://"):
+        return
+    import dask
+
+    missing = [flag for flag, key in (("--dask-tls-ca-file", TLS_CONFIG["ca_file"]),
+                                      ("--dask-tls-cert", TLS_CONFIG["cert"])) if not dask.config.get(key, None)]
+    if missing:
+        raise DaskClusterError(f"--dask-address {address}: TLS needs a CA file and a client certificate; pass "
+                               f"{' and '.join(missing)} (or set {', '.join(TLS_CONFIG.values())} in Dask's "
+                               "configuration)")
+
+
+def plain_tcp_warning(address: str) -> str | None:
+    """The warning for cells sent unencrypted and unauthenticated beyond this machine: a ``tcp://`` scheduler on a
+    host that is not (or does not resolve only to) a loopback address. None for loopback and ``tls://``."""
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    if parsed.scheme != "tcp" or all(_is_loopback(host) for host in _resolved(parsed.hostname or "")):
+        return None
+    return (f"--dask-address {address} is unencrypted and unauthenticated: anyone who can reach that scheduler "
+            "can run code on its workers, and the cells' data crosses the network in the clear; use tls:// "
+            "(docs/scaling-out.md)")
 
 
 def check_api_reachable(api_url: str, worker_hosts: list[str]) -> None:
@@ -146,6 +216,19 @@ def mark_crashed(task_run_id, message: str) -> None:
             client.set_task_run_state(task_run_id, Crashed(message=message), force=True)
     except Exception as exc:  # the record already says it; the UI's state is a courtesy
         logging.getLogger(__name__).warning("could not mark task run %s crashed: %s", task_run_id, exc)
+
+
+def _resolved(host: str) -> set[str]:
+    """The addresses a host name resolves to (itself when it does not resolve: judged as written)."""
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None)} or {host}
+    except (OSError, UnicodeError):
+        return {host}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _is_loopback(host: str) -> bool:
