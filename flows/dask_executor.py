@@ -159,8 +159,8 @@ def use_tls_files(address: str | None, ca_file: str | None, cert: str | None, ke
 
 
 def check_tls(address: str) -> None:
-    """A ``tls://`` scheduler needs a CA to trust and a client certificate: a one-line error when Dask's
-    configuration has neither (Dask itself would fail with a TypeError about an SSL context)."""
+    """A ``tls://`` scheduler needs a CA to trust and a client certificate: a one-line error naming what Dask's
+    configuration lacks (Dask itself would fail with a TypeError about an SSL context)."""
     if not address.startswith("tls://"):
         return
     import dask
