@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gate bench-grid bench-photos bench-calibration bench-startup gpu-check clean
+.PHONY: run test bench bench-gate bench-leakage bench-grid bench-photos bench-calibration bench-startup gpu-check clean
 
 # The install goes through uv (from PyPI, into the venv), which fetches and unpacks wheels in parallel: 31 s on a
 # fresh 2-core machine against pip's 99 s, the same pinned versions (constraints.txt pins every package). Where uv
@@ -33,6 +33,9 @@ bench: $(STAMP)
 
 bench-gate: $(STAMP)
 	$(BIN)/python benchmarks/bench_gate.py
+
+bench-leakage: $(STAMP)
+	$(BIN)/python benchmarks/bench_leakage.py
 
 bench-grid: $(STAMP)
 	$(BIN)/python benchmarks/bench_grid.py

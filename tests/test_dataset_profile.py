@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from tasks.gate.profile import class_table, profile_images
+from tasks.gate.profile import class_table, leaked_test_images, profile_images
 from tasks.gate.stats_cache import load_table, save_table
 
 
@@ -19,15 +19,29 @@ def test_copies_are_counted_within_and_across_splits_and_labels_of_copies():
     table = profile_images(stats_table([
         ("train", 0, 1, 10, 5.0), ("train", 0, 1, 10, 5.0),  # an exact copy within train
         ("test", 1, 1, 10, 5.0),  # ... and in test, under another label
-        ("train", 0, 2, 20, 5.0), ("test", 0, 3, 20, 5.0),  # near copies across splits (same perceptual hash)
+        ("train", 0, 2, 20, 5.0), ("test", 0, 3, 20, 5.0),  # a near copy across splits (found by the search)
         ("train", 1, 4, 40, 0.2),  # unique, and blurry next to the median
-    ]))
+    ]).assign(near_copy_in_split=["img1", "img0", None, None, None, None],
+              near_copy_in_split_distance=[0.0, 0.0, np.nan, np.nan, np.nan, np.nan],
+              near_copy_in_other_split=[None, None, "img0", None, "img3", None],
+              near_copy_in_other_split_distance=[np.nan, np.nan, 0.0, np.nan, 0.02, np.nan]))
     assert table["copies_in_split"].tolist() == [1, 1, 0, 0, 0, 0]
     assert table["copies_in_other_split"].tolist() == [1, 1, 2, 0, 0, 0]
     assert table["labels_for_same_pixels"].tolist() == [2, 2, 2, 1, 1, 1]
-    assert table["near_copies_in_split"].tolist() == [0, 0, 0, 0, 0, 0]
-    assert table["near_copies_in_other_split"].tolist() == [0, 0, 0, 1, 1, 0]
+    # An exact copy is the exact checks' finding: its near-copy distance is left out, the near one kept.
+    assert table["near_copy_in_split_distance"].isna().all()
+    assert table["near_copy_in_other_split_distance"].fillna(-1).tolist() == [-1, -1, -1, -1, 0.02, -1]
     assert np.isclose(table["log_sharpness"].iloc[-1], np.log10(0.2))
+    leaked = leaked_test_images(table, max_distance=0.04)
+    assert leaked.to_dict("records") == [
+        {"image": "img2", "copy": "img0", "distance": 0.0, "exact": True},
+        {"image": "img4", "copy": "img3", "distance": 0.02, "exact": False}]
+    assert leaked_test_images(table, max_distance=0.01)["image"].tolist() == ["img2"]
+
+
+def test_statistics_without_the_near_copy_search_have_no_near_copies():
+    table = profile_images(stats_table([("train", 0, 1, 10, 5.0), ("test", 0, 2, 10, 5.0)]))
+    assert table["near_copy_in_other_split_distance"].isna().all() and table["near_copy_in_split"].isna().all()
 
 
 def test_images_off_the_usual_scale_keep_no_quality_measures():

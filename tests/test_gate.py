@@ -9,8 +9,11 @@ import pytest
 from tasks.data.datasets import Dataset
 from tasks.gate.checks import CHECKS
 from tasks.gate.expectations import GateResult, gate_status, run_gate
+from tasks.gate.near_copies import near_copy_columns
 from tasks.gate.pixel_stats import pixel_stats
+from tasks.gate.stats_cache import with_near_copies
 from tasks.gate.suite import load_suite
+from tests.planted_copies import crop_rescale, flip
 
 CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS, SIZE = 3, 20, 10, 24
 
@@ -46,7 +49,8 @@ def keep(data: Dataset, split: str, mask: np.ndarray) -> None:
 
 
 def gate(data: Dataset, **kwargs) -> GateResult:
-    return run_gate(pixel_stats(data), data.class_names, **kwargs)
+    """The gate on the statistics the gate step computes: pixel statistics and the near-copy search."""
+    return run_gate(with_near_copies(pixel_stats(data), near_copy_columns(data)), data.class_names, **kwargs)
 
 
 def checks_by_name(result: GateResult) -> dict:
@@ -146,7 +150,7 @@ def exact_copy(d):
 
 
 def near_copy(d):
-    d.x_train[2] = np.clip(d.x_train[0].astype(int) + 4, 0, 255)  # re-encoded/brightened copy
+    d.x_train[2] = flip(np.clip(d.x_train[0].astype(int) + 4, 0, 255).astype(np.uint8), None)  # mirrored, brighter
     return [d.ids_train[0], d.ids_train[2]]
 
 
@@ -156,8 +160,8 @@ def leak(d):
 
 
 def near_leak(d):
-    d.x_test[0] = np.clip(d.x_train[3].astype(int) + 4, 0, 255)
-    return [d.ids_train[3], d.ids_test[0]]
+    d.x_test[0] = crop_rescale(d.x_train[3], np.random.default_rng(0))  # a 10% crop, scaled back up
+    return [d.ids_test[0]]  # the check is on the test images; its pair names the training one
 
 
 def conflicting(d):

@@ -38,14 +38,17 @@ class Check:
     table: str
     params: tuple[str, ...]
     build: Callable[..., tuple[str, dict, str | None, str]]  # -> expectation, kwargs, split, explanation
+    # The suite's severity applies only where this says so (data, params -> bool); a warning otherwise.
+    severe: Callable[..., bool] | None = None
 
 
 CHECKS: dict[str, Check] = {}
 
 
-def check(name: str, table: str = IMAGES, params: tuple[str, ...] = (), title: str | None = None):
+def check(name: str, table: str = IMAGES, params: tuple[str, ...] = (), title: str | None = None,
+          severe: Callable[..., bool] | None = None):
     def register(build):
-        CHECKS[name] = Check(title or name.replace("_", " "), table, params, build)
+        CHECKS[name] = Check(title or name.replace("_", " "), table, params, build, severe)
         return build
     return register
 
@@ -65,7 +68,10 @@ def build_specs(suite: dict, images: pd.DataFrame, classes: pd.DataFrame, class_
         params = {key: settings[key] for key in definition.params}
         data = images if definition.table == IMAGES else classes
         expectation, kwargs, split, explain = definition.build(data, class_names, **params)
-        specs.append(CheckSpec(name, settings["severity"], definition.table, expectation, kwargs, explain, split))
+        severity = settings["severity"]
+        if definition.severe is not None and not definition.severe(data, **params):
+            severity = WARNING
+        specs.append(CheckSpec(name, severity, definition.table, expectation, kwargs, explain, split))
     return specs
 
 
@@ -229,11 +235,17 @@ def _exact_duplicates(images, class_names):
             "training, or are scored twice.")
 
 
-@check("near_duplicates")
-def _near_duplicates(images, class_names):
-    return (*_below("near_copies_in_split", 0), None,
-            "These images share a perceptual hash with another image of their split (re-encoded, resized or "
-            "slightly edited copies).")
+def _near_copy(column: str, max_distance: float) -> tuple[str, dict]:
+    """Images whose near copy is at most ``max_distance`` away fail (no copy found: NaN, which passes)."""
+    return "ExpectColumnValuesToBeBetween", {"column": column, "min_value": max_distance, "strict_min": True}
+
+
+@check("near_duplicates", params=("max_distance",))
+def _near_duplicates(images, class_names, max_distance):
+    return (*_near_copy("near_copy_in_split_distance", max_distance), None,
+            f"These images have a near copy in their own split (distance at most {max_distance:g}: the same "
+            "picture shifted, cropped, recoloured, re-encoded or mirrored): they weigh double in training, or "
+            "are scored twice.")
 
 
 @check("train_test_leakage", title="train/test leakage")
@@ -243,11 +255,25 @@ def _leakage(images, class_names):
             "it and overstates how well the model generalises.")
 
 
-@check("near_duplicates_across_splits", title="near duplicates across splits")
-def _near_leakage(images, class_names):
-    return (*_below("near_copies_in_other_split", 0), None,
-            "These images have a near copy (same perceptual hash) in the other split: likely leakage through "
-            "re-encoded or resized copies.")
+def leaked_share(images: pd.DataFrame, max_distance: float) -> float:
+    """The share of the test images that are near (not exact) copies of a training image."""
+    test = images[(images["split"] == "test") & images["file_error"].isna()]
+    return float((test["near_copy_in_other_split_distance"] <= max_distance).mean()) if len(test) else 0.0
+
+
+def _leak_is_severe(images, max_distance, critical_share):
+    return leaked_share(images, max_distance) > critical_share
+
+
+@check("near_duplicates_across_splits", title="near duplicates across splits",
+       params=("max_distance", "critical_share"), severe=_leak_is_severe)
+def _near_leakage(images, class_names, max_distance, critical_share):
+    share = leaked_share(images, max_distance)
+    return (*_near_copy("near_copy_in_other_split_distance", max_distance), "test",
+            f"These test images are near copies of training images (distance at most {max_distance:g}): the model "
+            "is scored on pictures it trained on, so test accuracy overstates generalisation, most for the "
+            f"variants that memorise most. {share:.1%} of the test images; above {critical_share:.0%} this "
+            "check is as severe as the suite says, below it a warning.")
 
 
 @check("conflicting_labels")

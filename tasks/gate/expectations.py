@@ -14,14 +14,14 @@ import importlib
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tasks.gate.checks import CRITICAL, IMAGES, CheckSpec, build_specs, title
-from tasks.gate.profile import class_table, profile_images
+from tasks.gate.checks import CRITICAL, IMAGES, OFF, CheckSpec, build_specs, title
+from tasks.gate.profile import class_table, leaked_test_images, profile_images
 from tasks.gate.suite import load_suite
 
 MAX_NAMED = 50  # offending images listed per check in gate.json and the report; the Data Docs list them all
@@ -39,6 +39,7 @@ class CheckResult:
     offending_count: int = 0
     expectation: str = ""  # the Great Expectations class and its arguments, as the suite built them
     kwargs: dict = field(default_factory=dict)
+    pairs: list[dict] = field(default_factory=list)  # near-copy checks: {"image", "copy", "distance"}, closest first
 
     @property
     def title(self) -> str:
@@ -52,6 +53,9 @@ class GateResult:
     images: int
     data_docs: str | None = None  # path of the Data Docs index.html
     suite: dict = field(default_factory=dict)  # name, version and path of the suite file
+    # Every test image with an exact or near copy in the training split ({"image", "copy", "distance", "exact"},
+    # closest first): what the report scores without and `ablate validate --dedupe-report` lists.
+    leaked: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -77,11 +81,39 @@ def run_gate(stats: pd.DataFrame, class_names: list[str], suite: dict | None = N
     classes = class_table(stats, class_names)
     specs = build_specs(suite, images, classes, class_names)
     results = validate(images, classes, specs, suite["name"], docs_dir)
-    checks = [_condense(spec, results[spec.name]) for spec in specs]
+    checks = [_with_pairs(_condense(spec, results[spec.name]), spec, images) for spec in specs]
     docs = docs_dir / "index.html" if docs_dir is not None else None
+    near = suite["checks"].get("near_duplicates_across_splits", {})
+    leaked = leaked_test_images(images, near["max_distance"] if near.get("severity", OFF) != OFF else -1.0)
     return GateResult(gate_status(checks), checks, int(images["split"].notna().sum()),
                       str(docs) if docs and docs.exists() else None,
-                      {key: suite[key] for key in ("name", "version", "path")})
+                      {key: suite[key] for key in ("name", "version", "path")},
+                      _records(leaked))
+
+
+PAIRED = {"near_duplicates": "near_copy_in_split", "near_duplicates_across_splits": "near_copy_in_other_split"}
+
+
+def _with_pairs(check: CheckResult, spec: CheckSpec, images: pd.DataFrame) -> CheckResult:
+    """A near-copy check's pairs (image, copy, distance), closest first, each pair once, at most MAX_NAMED."""
+    column = PAIRED.get(check.name)
+    if column is None or check.success:
+        return check
+    rows = images[images[f"{column}_distance"] <= spec.kwargs["min_value"]]
+    if spec.split:
+        rows = rows[rows["split"] == spec.split]
+    rows = rows.sort_values([f"{column}_distance", "path"], kind="stable")
+    pairs, seen = [], set()
+    for image, copy, distance in zip(rows["path"], rows[column], rows[f"{column}_distance"]):
+        if frozenset((image, copy)) not in seen:
+            seen.add(frozenset((image, copy)))
+            pairs.append({"image": str(image), "copy": str(copy), "distance": round(float(distance), 4)})
+    return replace(check, pairs=pairs[:MAX_NAMED])
+
+
+def _records(table: pd.DataFrame) -> list[dict]:
+    return [{key: (None if isinstance(value, float) and np.isnan(value) else value) for key, value in row.items()}
+            for row in table.astype(object).to_dict("records")]
 
 
 GX_MODULES = ("great_expectations", "great_expectations.expectations",
@@ -190,8 +222,10 @@ def _condense(spec: CheckSpec, result) -> CheckResult:
     key = KEY_COLUMN[spec.table]
     offending = [html.unescape(str(row[key])) for row in details.get("unexpected_index_list") or []]
     raw_values = [html.unescape(v) if isinstance(v, str) else v for v in details.get("partial_unexpected_list") or []]
-    # Yes/no flags say nothing beyond the count; other values (a scale, a size, a reason) do.
-    values = [] if all(isinstance(v, (bool, np.bool_)) for v in raw_values) else sorted({_short(v) for v in raw_values})
+    # Yes/no flags say nothing beyond the count, nor do near-copy distances (the pairs list them); other values
+    # (a scale, a size, a reason) do.
+    values = [] if spec.name in PAIRED or all(isinstance(v, (bool, np.bool_)) for v in raw_values) \
+        else sorted({_short(v) for v in raw_values})
     count = int(details.get("unexpected_count") or 0)
     noun = "images" if spec.table == IMAGES else "classes"
     observed = f"{count} of {details.get('element_count', '?')} {noun}" + (

@@ -26,7 +26,7 @@ from tasks.data.datasets import Dataset
 from tasks.data.images import LINK_REASONS
 from tasks.gate.image_hashes import content_hash, difference_hash
 
-STATS_VERSION = 3  # bump when a measure changes, so statistics cached by older code are not reused
+STATS_VERSION = 4  # bump when a measure or the near-copy search changes: statistics cached by older code are not reused
 PIXELS_PER_CHUNK = 1 << 21  # ~2M values per chunk: 8 MB float32 temporaries stay in cache; measured fastest
 SCALE_NAMES = np.array(["constant", "shifted", "0-1", "0-255", "other"])  # pixel_scale's names, by _scale_codes
 SCALE_RANGES = {"0-1": (0.0, 1.0), "0-255": (0.0, 255.0), "shifted": (-1.0, 1.0), "other": (0.0, 65535.0)}

@@ -36,12 +36,27 @@ def profile_images(stats: pd.DataFrame) -> pd.DataFrame:
     table["log_sharpness"] = np.log10(table["sharpness"].where(informative & (table["sharpness"] > 0)))
     table[["copies_in_split", "copies_in_other_split", "labels_for_same_pixels"]] = _copies(
         table, "pixel_hash", read, with_labels=True)
-    # Near copies: the same perceptual hash but different pixels (exact copies are counted above). Constant
-    # images all share one hash, and the constant-image check covers them, so they are left out.
-    near = _copies(table, "perceptual_hash", informative, with_labels=False)
-    table["near_copies_in_split"] = near["copies_in_split"] - table["copies_in_split"]
-    table["near_copies_in_other_split"] = near["copies_in_other_split"] - table["copies_in_other_split"]
+    # Near copies (`tasks.gate.near_copies`): an image with an exact copy is the exact checks' finding, and its
+    # nearest copy is that one (distance 0), so its near-copy distance is left out; so is a constant image's.
+    for where, exact in (("in_split", "copies_in_split"), ("in_other_split", "copies_in_other_split")):
+        column = f"near_copy_{where}_distance"
+        if column not in table:  # statistics without the search (older callers): no near copies known
+            table[f"near_copy_{where}"], table[column] = None, np.nan
+        table[column] = table[column].where(informative & (table[exact] == 0))
     return table
+
+
+def leaked_test_images(images: pd.DataFrame, max_distance: float) -> pd.DataFrame:
+    """Every test image with a copy in the training split: exact (distance 0) or near (within ``max_distance``),
+    with the training image it copies where the search named one, closest first. ``images``: `profile_images`'
+    table."""
+    test = images[images["split"] == "test"]
+    near = test["near_copy_in_other_split_distance"] <= max_distance
+    exact = test["copies_in_other_split"] > 0
+    leaked = test[near | exact]
+    return pd.DataFrame({"image": leaked["path"], "copy": leaked["near_copy_in_other_split"],
+                         "distance": leaked["near_copy_in_other_split_distance"].where(~exact[near | exact], 0.0),
+                         "exact": exact[near | exact]}).sort_values(["distance", "image"], kind="stable")
 
 
 def _copies(table: pd.DataFrame, column: str, rows: pd.Series, with_labels: bool) -> pd.DataFrame:

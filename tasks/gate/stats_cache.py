@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 
 from tasks.data.store import load_cache
+from tasks.gate.near_copies import near_copy_columns
 from tasks.gate.pixel_stats import STATS_VERSION, pixel_stats
 
 
 def cached_pixel_stats(data: dict, directory: Path) -> tuple[pd.DataFrame, Path]:
-    """The statistics table of this dataset and its CSV: from the cache when this fingerprint was profiled
-    before (writing 60,000 rows of CSV takes longer than copying the file)."""
+    """The statistics table of this dataset and its CSV, with each image's near copies: from the cache when
+    this fingerprint was profiled before (writing 60,000 rows of CSV takes longer than copying the file, and
+    the near-copy search takes seconds)."""
     path = directory / f"{data['fingerprint']}-v{STATS_VERSION}.npz"
     csv = path.with_suffix(".csv")
     try:
@@ -25,7 +27,8 @@ def cached_pixel_stats(data: dict, directory: Path) -> tuple[pd.DataFrame, Path]
             return load_table(path), csv
     except (OSError, ValueError, KeyError):  # a damaged entry: measure again
         pass
-    stats = pixel_stats(load_cache(data["cache_path"]))
+    dataset = load_cache(data["cache_path"])
+    stats = with_near_copies(pixel_stats(dataset), near_copy_columns(dataset))
     directory.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
     stats.to_csv(tmp.with_suffix(".csv"), index=False)
@@ -33,6 +36,12 @@ def cached_pixel_stats(data: dict, directory: Path) -> tuple[pd.DataFrame, Path]
     os.replace(tmp.with_suffix(".csv"), csv)  # the table last: an entry without it is measured again
     os.replace(tmp.with_suffix(".npz"), path)
     return stats, csv
+
+
+def with_near_copies(stats: pd.DataFrame, near: pd.DataFrame) -> pd.DataFrame:
+    """The statistics with each image's near copies (`tasks.gate.near_copies`) joined on split and path; files
+    that were not decoded have none."""
+    return stats.merge(near, on=["split", "path"], how="left", validate="many_to_one")
 
 
 def save_table(table: pd.DataFrame, path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tasks.errors import AblationError
 from tasks.gate.checks import CHECKS, CRITICAL, OFF, WARNING
+from tasks.gate.near_copies import MAX_DISTANCE
 
 DEFAULT_SUITE = Path(__file__).with_name("gate_suite.toml")
 SEVERITIES = (CRITICAL, WARNING, OFF)
@@ -18,7 +19,10 @@ SEVERITIES = (CRITICAL, WARNING, OFF)
 PARAM_RANGES = {
     "min_brightest_level": (0, 1, False), "max_darkest_level": (0, 1, False),
     "max_ratio": (1, float("inf"), False), "max_factor": (1, float("inf"), False), "bins": (1, 1000, True),
+    "max_distance": (0, 1, False), "critical_share": (0, 1, False),
 }
+# Settings added after suites were in use: a suite written before them still loads, with these values.
+PARAM_DEFAULTS = {"max_distance": MAX_DISTANCE, "critical_share": 0.01}
 
 
 class SuiteError(AblationError):
@@ -57,6 +61,7 @@ def _check_settings(path: Path, key: str, value) -> dict:
     if unknown:
         allowed = ", ".join(("severity", *params))
         raise SuiteError(f"suite {path}: [{key}] has unknown setting {unknown[0]!r} (allowed: {allowed})")
+    settings = {p: PARAM_DEFAULTS[p] for p in params if p not in settings and p in PARAM_DEFAULTS} | settings
     missing = [p for p in params if p not in settings]
     if missing:
         raise SuiteError(f"suite {path}: [{key}] needs {', '.join(missing)}")

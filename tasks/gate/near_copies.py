@@ -1,0 +1,426 @@
+"""Near copies: the same picture twice, after a colour shift, a small translation, a crop and rescale, JPEG
+re-encoding or a horizontal flip. Each image's near copy in its own split, and each test image's near copy in
+the training split, with a distance.
+
+Equal perceptual hashes find only copies whose hash survived the edit; real datasets leak through copies that
+were cropped, shifted or colour-corrected (Barz & Denzler, "Do We Train on Test Data?", 2020: 3.3% of CIFAR-10's
+test images have a near duplicate in its training set). The search works in two stages, each choice measured
+with `benchmarks/bench_leakage.py` (the numbers are in docs/gate.md#near-copies-and-leakage):
+
+1. **Candidates.** Every image becomes a 16x16 thumbnail (block means of each of its first three channels) and
+   a 6x6 descriptor of it, each channel centred and scaled to unit length, so a change of brightness or colour
+   (an offset and a gain per channel) leaves it unchanged. A translated copy is not close to its original this
+   way, so each query image is also described shifted by 2 thumbnail pixels in every direction, and mirrored:
+   18 variants. An inverted file (k-means cells over the reference descriptors; each variant searches the 4
+   cells nearest it) keeps this from comparing every pair. The two best distinct candidates go on.
+2. **Verification.** Each candidate is aligned with the query at the best shift near the one the search found
+   (mirrored if a mirrored variant won), slightly blurred, and compared at 16x16, then, if still within
+   SEARCH_LIMIT, at 32x32 and 10% larger and smaller (a cropped copy is a magnified one). The similarity is the
+   sum over channels of the centred channels' dot products, divided by the product of the two images' norms;
+   the distance is one minus that. The closer candidate is a copy when it is at most RATIO of the runner-up's
+   distance: where many pictures are alike (digits of one class, forms of one layout), the nearest is no closer
+   than the next, and neither is a copy. Nor is it a copy beyond SCALE_SHARE of the training images' median
+   distance to their nearest other image: in a small sample of simple pictures the runner-up is far, and the
+   ratio test alone would pass two different ones. The gate's checks then keep the copies within their
+   ``max_distance``.
+
+Pure numpy on the cores (threads; numpy releases the GIL); the gate's statistics step calls `near_copy_columns`
+once per dataset and keeps the result with the statistics (bump STATS_VERSION in `tasks.gate.pixel_stats` when
+this search changes).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from tasks.gate.image_hashes import _averaging_matrix
+
+THUMB = 16  # thumbnail side: every image is compared at this size, whatever its own
+GRID = 6  # candidate descriptor: 6x6 block means per channel
+SHIFT = 2  # query variants: shifted by -2, 0 and +2 thumbnail pixels each way (an eighth of the side)
+SEARCH_LIMIT = 0.1  # distances kept in the statistics (at 16x16 and at 32x32); the suite's threshold chooses
+MAX_DISTANCE = 0.04  # the default threshold of the gate's checks (tasks/gate/gate_suite.toml), measured
+CHUNK = 4096  # images per block of work: bounded memory for any dataset size
+ZOOMS = (0.9, 1.0, 1 / 0.9)  # the finer look also tries the candidate 10% smaller and larger: crops rescaled
+RATIO = 0.2  # a copy is at most this share of the runner-up's distance (0.5 flagged 243 of 1,797 digits)
+SCALE_SHARE = 0.25  # ... and of the training images' median distance to their nearest other image
+
+
+def near_copy_columns(data) -> pd.DataFrame:
+    """The near-copy columns of the gate's statistics table, one row per decoded image (``split``, ``path``):
+    each image's near copy in its split and (test images) in the training split, by path, with the distance;
+    None and NaN where there is none. ``data``: a `tasks.data.store.Dataset`."""
+    found = near_copies({"train": data.x_train, "test": data.x_test})
+    ids = {"train": data.ids_train.astype(str), "test": data.ids_test.astype(str)}
+    parts = []
+    for split, table in found.items():
+        part = pd.DataFrame({"split": split, "path": ids[split]})
+        for column, other in (("in_split", split), ("in_other_split", "train")):
+            if column in table:
+                index = table[column].to_numpy()
+                part[f"near_copy_{column}"] = np.where(index >= 0, ids[other][np.maximum(index, 0)], None) \
+                    if len(ids[other]) else None
+                part[f"near_copy_{column}_distance"] = table[f"{column}_distance"].to_numpy()
+            else:
+                part[f"near_copy_{column}"], part[f"near_copy_{column}_distance"] = None, np.nan
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def near_copies(splits: dict[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+    """For each split: a table with one row per image (index order) and its nearest copy in its own split
+    (``in_split``, ``in_split_distance``) and, for every split after the first, in the first split
+    (``in_other_split``, ``in_other_split_distance``). A copy is named by its index in its split; -1 and NaN
+    where none is within SEARCH_LIMIT."""
+    names = list(splits)
+    described = {name: Described(x) for name, x in splits.items()}
+    out, limit = {}, np.inf
+    for position, name in enumerate(names):
+        table = pd.DataFrame(index=range(len(splits[name])))
+        found, distance, nearest = _nearest(described[name], described[name], same=True)
+        if not position and np.isfinite(nearest).any():
+            limit = SCALE_SHARE * float(np.nanmedian(nearest))
+        table["in_split"], table["in_split_distance"] = _mutual(*_within(found, distance, limit))
+        if position:
+            twins = out[names[0]]["in_split"].to_numpy()
+            found, distance, _ = _nearest(described[name], described[names[0]], same=False, twins=twins)
+            table["in_other_split"], table["in_other_split_distance"] = _within(found, distance, limit)
+        out[name] = table
+    return out
+
+
+def _within(found: np.ndarray, distance: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Only the copies at most ``limit`` away."""
+    keep = distance <= limit
+    return np.where(keep, found, -1), np.where(keep, distance, np.nan)
+
+
+def _mutual(found: np.ndarray, distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Within one split, a copy is a copy both ways: where image a found b, b gets a too, unless b found a
+    closer copy of its own."""
+    found, distance = found.copy(), distance.copy()
+    queries = np.flatnonzero(found >= 0)
+    for a in queries[np.argsort(-distance[queries], kind="stable")]:  # the closest last, so it wins
+        b = found[a]
+        if not distance[b] <= distance[a]:  # NaN (none found) or farther
+            found[b], distance[b] = a, distance[a]
+    return found, distance
+
+
+class Described:
+    """One split's images as the search needs them: the thumbnails, the candidate descriptors and which images
+    have any structure (a constant image is its own check, and a copy of nothing)."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        if not len(x):
+            self.thumbs = np.zeros((0, 1, THUMB, THUMB), np.float32)
+            self.descriptors, self.informative = np.zeros((0, GRID * GRID), np.float32), np.zeros(0, bool)
+            return
+        self.thumbs = np.concatenate([_thumbnails(x[rows]) for rows in _blocks(len(x))])
+        self.descriptors, self.informative = _describe(self.thumbs, 0, 0, flip=False)
+
+
+def _in_parallel(work, blocks) -> None:
+    """``work(block)`` for every block, on one thread per core with one BLAS thread each: numpy releases the
+    GIL in its loops and products, so the cores share the blocks instead of BLAS sharing each small product."""
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(work, blocks))
+
+
+def _blocks(n: int, size: int = CHUNK) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def _thumbnails(x: np.ndarray, side: int = THUMB) -> np.ndarray:
+    """(n, channels, side, side) float32 block means of each image's first three channels (or its only one);
+    non-finite values count as 0."""
+    n, height, width, channels = x.shape
+    keep = 3 if channels >= 3 else 1
+    planes = x[..., :keep].astype(np.float32)
+    if x.dtype.kind == "f":
+        planes[~np.isfinite(planes)] = 0.0
+    planes = planes.transpose(0, 3, 1, 2).reshape(n * keep, height, width)
+    across = planes.reshape(-1, width) @ _averaging_matrix(width, side).T
+    return (_averaging_matrix(height, side) @ across.reshape(n * keep, height, side)).reshape(n, keep, side, side)
+
+
+def _shifted_means(size: int, cells: int, shift: int, flip: bool) -> np.ndarray:
+    """(cells, size) weights: block means of a thumbnail side shifted by ``shift`` pixels (edge pixels repeated,
+    as a translated copy's border is), optionally mirrored."""
+    base = _averaging_matrix(size, cells)
+    source = np.clip(np.arange(size) + shift, 0, size - 1)
+    weights = np.zeros_like(base)
+    for pixel in range(size):
+        weights[:, source[pixel]] += base[:, pixel]
+    return weights[:, ::-1] if flip else weights
+
+
+def _describe(thumbs: np.ndarray, dx: int, dy: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-length candidate descriptors of the thumbnails seen shifted by (dx, dy) (and mirrored), and which
+    images have structure at all. Each channel is centred and scaled to unit length, but never by more than
+    four times the image's strongest channel: a flat channel (a grey or single-colour picture) is not noise
+    blown up."""
+    n, channels = thumbs.shape[:2]
+    across = _shifted_means(THUMB, GRID, dx, flip)
+    down = _shifted_means(THUMB, GRID, dy, False)
+    cells = (down @ thumbs.reshape(n * channels, THUMB, THUMB) @ across.T).reshape(n, channels, GRID * GRID)
+    return _unit_channels(cells, 4.0)
+
+
+def _unit_channels(values: np.ndarray, most: float) -> tuple[np.ndarray, np.ndarray]:
+    """(n, channels, k) values centred per channel, each scaled toward unit length (at most ``most`` times the
+    strongest channel's factor), flattened and scaled to unit length; and which rows had any spread."""
+    centred = values - values.mean(axis=2, keepdims=True)
+    norms = np.sqrt(np.square(centred).sum(axis=2, keepdims=True))
+    strongest = norms.max(axis=1, keepdims=True)
+    informative = strongest[:, 0, 0] > 1e-3 * max(1.0, float(np.abs(values).max(initial=0.0)))
+    scaled = centred / np.maximum(norms, strongest / most + 1e-12)
+    flat = scaled.reshape(len(values), -1)
+    flat /= np.maximum(np.sqrt(np.square(flat).sum(axis=1, keepdims=True)), 1e-12)
+    return flat.astype(np.float32), informative
+
+
+VARIANTS = [(dx, dy, flip) for flip in (False, True) for dx in (-SHIFT, 0, SHIFT) for dy in (-SHIFT, 0, SHIFT)]
+
+
+def _nearest(queries: Described, reference: Described, same: bool,
+             twins: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each query image's near copy in ``reference`` (its index, -1 if none), the distance, and the distance to
+    its nearest reference image, copy or not (NaN for an image without structure). ``same``: the two
+    are one split (an image is not its own copy). ``twins``: each reference image's own near copy in its split
+    (-1 if none), so that two copies of one picture are not taken for two different pictures.
+
+    The two best candidates are verified. The closer is a copy when it is within SEARCH_LIMIT and clearly closer
+    than the other (at most RATIO of its distance): where many pictures are alike (digits of one class,
+    documents of one layout), the nearest is no closer than the next, and neither is a copy (Lowe's ratio test).
+    """
+    n = len(queries.thumbs)
+    found, distance, nearest = np.full(n, -1, np.int64), np.full(n, np.nan), np.full(n, np.nan)
+    if not n or not reference.informative.sum() or (same and n < 2):
+        return found, distance, nearest
+    index = _Index(reference.descriptors, reference.informative)
+    first, second = np.full((2, n), -1, np.int64), np.full((2, n), -1, np.int64)  # (reference, variant) rows
+
+    def search(rows: slice) -> None:  # every variant of a block at once: fewer, larger products
+        described = [_describe(queries.thumbs[rows], dx, dy, flip) for dx, dy, flip in VARIANTS]
+        ids = np.arange(rows.start, rows.stop)
+        sim, ref = index.nearest(np.concatenate([d for d, _ in described]), np.tile(ids, len(VARIANTS)) if same
+                                 else None)
+        count = len(ids)
+        usable = np.repeat(np.stack([u for _, u in described]), 2, axis=0).reshape(len(VARIANTS), count, 2)
+        sim = np.where(usable, sim.reshape(len(VARIANTS), count, 2), -np.inf).transpose(1, 0, 2).reshape(count, -1)
+        ref = ref.reshape(len(VARIANTS), count, 2).transpose(1, 0, 2).reshape(count, -1)
+        variant = np.broadcast_to(np.arange(len(VARIANTS))[:, None], (len(VARIANTS), 2)).reshape(-1)
+        order = np.argsort(-sim, axis=1, kind="stable")
+        ranked, ranked_sim = np.take_along_axis(ref, order, 1), np.take_along_axis(sim, order, 1)
+        other = ranked != ranked[:, :1]
+        column = other.argmax(axis=1)
+        has_first = np.isfinite(ranked_sim[:, 0]) & (ranked[:, 0] >= 0)
+        has_second = has_first & other.any(axis=1) & np.isfinite(ranked_sim[np.arange(count), column])
+        first[0, rows] = np.where(has_first, ranked[:, 0], -1)
+        first[1, rows] = variant[order[:, 0]]
+        second[0, rows] = np.where(has_second, ranked[np.arange(count), column], -1)
+        second[1, rows] = variant[order[np.arange(count), column]]
+
+    _in_parallel(search, _blocks(n, CHUNK // len(VARIANTS) * 4))
+    candidates = np.flatnonzero((first[0] >= 0) & queries.informative)
+    for rows in _blocks(len(candidates)):
+        picked = candidates[rows]
+        near = _verify(queries, picked, reference, first[0, picked], [VARIANTS[v] for v in first[1, picked]])
+        runner_up = np.full(len(picked), np.nan)
+        paired = np.flatnonzero(second[0, picked] >= 0)
+        if len(paired):
+            runner_up[paired] = _verify(queries, picked[paired], reference, second[0, picked[paired]],
+                                        [VARIANTS[v] for v in second[1, picked[paired]]])
+        nearest[picked] = np.fmin(near, runner_up)
+        runner_up[runner_up > SEARCH_LIMIT] = np.nan  # far: nothing to tell the match from
+        copy = first[0, picked]
+        swap = runner_up < near  # False where either is NaN
+        copy = np.where(swap, second[0, picked], copy)
+        near, runner_up = np.where(swap, runner_up, near), np.where(swap, near, runner_up)
+        if twins is not None:  # the runner-up is the match's own copy: one picture twice, not another picture
+            other = np.where(swap, first[0, picked], second[0, picked])
+            same_picture = (other >= 0) & ((twins[copy] == other) | (twins[np.maximum(other, 0)] == copy))
+            runner_up = np.where(same_picture, np.nan, runner_up)
+        distinct = _stands_out(near, runner_up)
+        close = (near <= SEARCH_LIMIT) & distinct  # NaN: not close
+        found[picked[close]] = copy[close]
+        distance[picked[close]] = np.round(near[close], 4)
+    return found, distance, nearest
+
+
+def _stands_out(near: np.ndarray, runner_up: np.ndarray) -> np.ndarray:
+    """Whether each match is clearly closer than the runner-up (NaN: none within reach), by the factor RATIO."""
+    return np.isnan(runner_up) | (near <= RATIO * runner_up)
+
+
+class _Index:
+    """An inverted file over unit vectors: k-means cells, each query searching the PROBES cells nearest it."""
+
+    PROBES = 4
+
+    def __init__(self, vectors: np.ndarray, usable: np.ndarray, seed: int = 0):
+        self.ids = np.flatnonzero(usable)
+        self.vectors = vectors[self.ids]
+        cells = int(np.clip(round(math.sqrt(len(self.ids))), 1, 1024))
+        self.centroids = _kmeans(self.vectors, cells, np.random.default_rng(seed))
+        cell = _argmax_dot(self.vectors, self.centroids)
+        order = np.argsort(cell, kind="stable")
+        self.members = np.split(order, np.searchsorted(cell[order], np.arange(1, len(self.centroids))))
+
+    def nearest(self, queries: np.ndarray, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The two most similar reference vectors to each query among its cells': similarities and reference
+        ids, (n, 2) each, best first (-inf and -1 where there are fewer). ``own``: each query's own id, never
+        its own match."""
+        n = len(queries)
+        best, where = np.full((n, 2), -np.inf, np.float32), np.full((n, 2), -1, np.int64)
+        probes = min(self.PROBES, len(self.centroids))
+        scores = queries @ self.centroids.T
+        nearest_cells = np.argpartition(-scores, probes - 1, axis=1)[:, :probes] if probes < scores.shape[1] \
+            else np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        flat_cells = nearest_cells.reshape(-1)
+        flat_rows = np.repeat(np.arange(n), probes)
+        order = np.argsort(flat_cells, kind="stable")
+        bounds = np.searchsorted(flat_cells[order], np.arange(len(self.centroids) + 1))
+        for cell, members in enumerate(self.members):
+            rows = flat_rows[order[bounds[cell]:bounds[cell + 1]]]
+            if not len(rows) or not len(members):
+                continue
+            sims = queries[rows] @ self.vectors[members].T
+            if own is not None:
+                sims[own[rows][:, None] == self.ids[members][None, :]] = -np.inf
+            if len(members) > 2:
+                top = np.argpartition(-sims, 1, axis=1)[:, :2]
+            else:
+                top = np.broadcast_to(np.arange(len(members)), (len(rows), len(members)))
+            values = np.concatenate([best[rows], np.take_along_axis(sims, top, 1)], axis=1)
+            ids = np.concatenate([where[rows], self.ids[members[top]]], axis=1)
+            keep = np.argsort(-values, axis=1, kind="stable")[:, :2]
+            best[rows], where[rows] = np.take_along_axis(values, keep, 1), np.take_along_axis(ids, keep, 1)
+        return best, where
+
+
+def _argmax_dot(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    return np.concatenate([(vectors[rows] @ centroids.T).argmax(axis=1) for rows in _blocks(len(vectors))]) \
+        if len(vectors) else np.zeros(0, np.int64)
+
+
+def _kmeans(vectors: np.ndarray, cells: int, rng: np.random.Generator, rounds: int = 6,
+            sample: int = 20_000) -> np.ndarray:
+    """Spherical k-means (unit centroids, cosine assignment) on a sample of the vectors: cells for the index,
+    not a clustering anyone reads, so a few rounds on a sample are enough."""
+    if len(vectors) > sample:
+        vectors = vectors[rng.choice(len(vectors), sample, replace=False)]
+    centroids = vectors[rng.choice(len(vectors), cells, replace=False)].copy()
+    for _ in range(rounds):
+        cell = _argmax_dot(vectors, centroids)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, cell, vectors)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        empty = norms[:, 0] == 0
+        centroids = np.where(empty[:, None], centroids, sums / np.maximum(norms, 1e-12))
+    return centroids.astype(np.float32)
+
+
+def _verify(queries: Described, rows: np.ndarray, reference: Described, copies: np.ndarray,
+            variants: list[tuple[int, int, bool]]) -> np.ndarray:
+    """The distance of each query image (``rows``) to its candidate (``copies``), in two steps: at 16x16 within
+    one pixel of the shift the candidates chose, then, for the pairs within SEARCH_LIMIT there, at 32x32 within
+    one pixel of twice the best 16x16 shift (different pictures that are alike at 16 pixels, a pentagon and a
+    square on one background, part there). The query is mirrored if a mirrored variant won. Beyond SEARCH_LIMIT
+    at 16x16 the distance is the 16x16 one: not a copy, but how far the nearest picture is."""
+    flips = np.array([flip for _, _, flip in variants], bool)
+    chosen = np.array([(dx, dy) for dx, dy, _ in variants], np.int64).reshape(-1, 2)
+    similarity, shift = _aligned(queries.thumbs[rows], reference.thumbs[copies], flips, chosen)
+    distance = 1 - similarity
+    closer = np.flatnonzero(distance <= SEARCH_LIMIT)
+    if len(closer):
+        a = _thumbnails(queries.x[rows[closer]], 2 * THUMB)
+        b = _thumbnails(reference.x[copies[closer]], 2 * THUMB)
+        fine = np.max([_aligned(a, _zoomed(b, zoom), flips[closer], 2 * shift[closer])[0] for zoom in ZOOMS], axis=0)
+        distance[closer] = 1 - fine
+    return distance
+
+
+def _aligned(a: np.ndarray, b: np.ndarray, flips: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The best similarity of each blurred thumbnail pair within one pixel of its ``chosen`` (dx, dy), and that
+    shift: the sum over channels of the centred channels' dot products over the overlap, divided by the
+    product of the two images' norms there."""
+    a, b = _blurred(a), _blurred(b)
+    a[flips] = a[flips][..., ::-1]
+    best = np.full(len(a), -1.0)
+    where = chosen.copy()
+    for ddx in (-1, 0, 1):
+        for ddy in (-1, 0, 1):
+            shifts = chosen + (ddx, ddy)
+            for dx, dy in np.unique(shifts, axis=0):
+                rows = np.flatnonzero((shifts[:, 0] == dx) & (shifts[:, 1] == dy))
+                value = _overlap_similarity(a[rows], b[rows], dx, dy)
+                better = value > best[rows]
+                best[rows[better]], where[rows[better]] = value[better], (dx, dy)
+    return best, where
+
+
+def _zoomed(thumbs: np.ndarray, zoom: float) -> np.ndarray:
+    """Thumbnails magnified by ``zoom`` about their centre (bilinear; below 1, shrunk with the border repeated)."""
+    if zoom == 1:
+        return thumbs
+    matrix = _zoom_matrix(thumbs.shape[-1], zoom)
+    return matrix @ thumbs @ matrix.T
+
+
+@functools.lru_cache(maxsize=8)
+def _zoom_matrix(size: int, zoom: float) -> np.ndarray:
+    """(size, size) weights: output pixel i samples the input at (i + 0.5 - size / 2) / zoom + size / 2 - 0.5."""
+    source = np.clip((np.arange(size) + 0.5 - size / 2) / zoom + size / 2 - 0.5, 0, size - 1)
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, size - 1)
+    weights = np.zeros((size, size), np.float32)
+    np.add.at(weights, (np.arange(size), low), 1 - (source - low))
+    np.add.at(weights, (np.arange(size), high), source - low)
+    return weights
+
+
+def _blurred(thumbs: np.ndarray) -> np.ndarray:
+    """Thumbnails blurred by the binomial [1, 4, 6, 4, 1] / 16 each way (a Gaussian of one pixel; edges
+    repeated). Measured against no blur and lighter ones, it keeps cropped and recoloured copies close while
+    different pictures stay apart (docs/gate.md)."""
+    blur = _blur_matrix(thumbs.shape[-1])
+    return (blur @ thumbs @ blur.T).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _blur_matrix(size: int) -> np.ndarray:
+    """(size, size) weights of the binomial blur, edge pixels repeated."""
+    weights = np.zeros((size, size), np.float32)
+    for pixel in range(size):
+        for offset, tap in zip(range(-2, 3), (1, 4, 6, 4, 1)):
+            weights[pixel, min(max(pixel + offset, 0), size - 1)] += tap / 16
+    return weights
+
+
+
+
+def _overlap_similarity(a: np.ndarray, b: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Similarity of ``a`` to ``b`` where ``a``'s content sits (dx, dy) pixels from ``b``'s: a's pixel
+    (y + dy, x + dx) is compared with b's (y, x) over the overlap."""
+    size = a.shape[-1]
+    ya, yb = slice(max(0, dy), size + min(0, dy)), slice(max(0, -dy), size + min(0, -dy))
+    xa, xb = slice(max(0, dx), size + min(0, dx)), slice(max(0, -dx), size + min(0, -dx))
+    pa = a[:, :, ya, xa].reshape(len(a), a.shape[1], -1)
+    pb = b[:, :, yb, xb].reshape(len(b), b.shape[1], -1)
+    pa = pa - pa.mean(axis=2, keepdims=True)
+    pb = pb - pb.mean(axis=2, keepdims=True)
+    dot = np.einsum("ncp,ncp->n", pa, pb)
+    norms = np.sqrt(np.einsum("ncp,ncp->n", pa, pa) * np.einsum("ncp,ncp->n", pb, pb))
+    return np.where(norms > 0, dot / np.maximum(norms, 1e-12), -1.0)
