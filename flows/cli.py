@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         resolve_source(args.dataset)
         load_suite(args.suite)
         _check_out(args.out)
+        if args.command == "validate" and args.dedupe_report:
+            _check_file_target(args.dedupe_report, "--dedupe-report")
         if args.command == "run":
             from tasks.training.devices import check_backend
 
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reused {summary['cached']} of {summary['cells']} training runs finished earlier (--fresh trains "
               "them again)")
     print(f"\nreport: {summary['report']}")
+    if summary.get("dedupe_report"):
+        print(f"dedupe report: {summary['dedupe_report']} ({summary['leaked']} test images with a copy in the "
+              "training split)")
     if summary.get("next"):
         print(f"follow-up grid: {summary['next']} (ablate run --grid {summary['next']})")
     print(_time_split(summary["timings"], time.perf_counter() - started))
@@ -115,6 +120,17 @@ def _interrupt(signum, frame) -> None:
     _signals.append(signum)
     SlotPool.close_all()
     raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def _check_file_target(path: Path, flag: str) -> None:
+    """A file the command will write: its folder must exist and be writable, and it must not be a folder."""
+    if path.is_dir():
+        raise OSError(f"{flag} {path} is a folder, not a file")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OSError(f"{flag} {path}: no folder {folder}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OSError(f"{flag} {path}: not writable")
 
 
 def _check_out(out: Path | None) -> None:
@@ -227,7 +243,8 @@ def _run(args: argparse.Namespace) -> dict:
             from flows.data_quality_gate import data_quality_gate
 
             with LiveDisplay():  # on a terminal: a big folder's decoding progress
-                return data_quality_gate(**common)
+                return data_quality_gate(**common, dedupe_report=str(args.dedupe_report) if args.dedupe_report
+                                         else None)
         from flows.ablation import ablation
 
         axes = [axis for group in args.axes for axis in group] if args.axes else None

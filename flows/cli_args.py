@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="run the data-quality gate alone",
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     validate.add_argument("dataset", nargs="?", default="digits", help="'digits', a folder or an .npz file")
+    validate.add_argument("--dedupe-report", type=Path, default=None, metavar="FILE",
+                          help="write every test image that has an exact or near copy in the training split to "
+                               "this CSV file (test image, training image, distance), to purge them")
     for sub in (run, validate):
         sub.add_argument("--limit", type=_positive, default=None, help="at most N images per split, stratified")
         sub.add_argument("--image-size", type=_image_size, default=None, metavar="N|HxW",

@@ -12,7 +12,7 @@ from prefect.runtime import deployment, flow_run
 
 from flows.framework_logs import framework_logging
 from flows.parameters import Limit, Side, HeldOutFraction
-from flows.steps import gate_step, load_dataset_step, report_step
+from flows.steps import dedupe_step, gate_step, load_dataset_step, report_step
 from tasks.errors import GateFailed
 from tasks.gate.suite import load_suite
 from tasks.paths import reports_dir
@@ -28,9 +28,11 @@ def data_quality_gate(
     limit: Limit | None = None,
     suite: str | None = None,
     verbose: bool = False,
+    dedupe_report: str | None = None,
 ) -> dict:
     """Validate a dataset's pixels and labels with Great Expectations; fail the run on critical problems.
-    ``verbose``: show Great Expectations' own messages too."""
+    ``verbose``: show Great Expectations' own messages too. ``dedupe_report``: a CSV file to write with every
+    test image that has an exact or near copy in the training split (written also when the gate fails)."""
     framework_logging(verbose)
     reports = reports_dir(out)
     checks = load_suite(suite)  # a bad suite file fails the run before any work
@@ -47,6 +49,8 @@ def data_quality_gate(
     checked = gate_step(data, run_dir, checks, reports)
     run["timings"]["gate"] = time.perf_counter() - started
     run["status"] = f"gate {checked.status}"
+    if dedupe_report:
+        dedupe_step(checked, Path(dedupe_report))
 
     # 3. Report; a critical failure fails the flow run (and `ablate validate` exits 1)
     report_started = time.perf_counter()
@@ -56,7 +60,8 @@ def data_quality_gate(
         critical = [c.title for c in checked.failed if c.severity == "critical"]
         raise GateFailed(f"the data-quality gate failed: {', '.join(critical)} "
                          f"(report: {page})", page)
-    return {"run_dir": str(run_dir), "report": page, "status": checked.status, "timings": run["timings"]}
+    return {"run_dir": str(run_dir), "report": page, "status": checked.status, "timings": run["timings"],
+            "dedupe_report": dedupe_report, "leaked": len(checked.leaked)}
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from tasks.data.datasets import load_dataset
 from tasks.data.resolution import resolution_fact
 from tasks.data.store import load_cache, save_cache
 from tasks.files import write_atomic
+from tasks.gate.dedupe import dedupe_csv
 from tasks.gate.expectations import GateResult, run_gate
 from tasks.gate.result_cache import cached_gate, gate_key, keep_gate
 from tasks.gate.stats_cache import cached_pixel_stats
@@ -114,6 +115,15 @@ def gate_step(data: dict, run_dir: Path, suite: dict, reports_dir: Path) -> Gate
                 len(result.checks), result.suite["name"], result.suite["version"])
     _publish_gate(result)
     return result
+
+
+@task(name="dedupe report", cache_policy=NO_CACHE)
+def dedupe_step(result: GateResult, path: Path) -> Path:
+    """Write the test images that have a copy in the training split (`tasks.gate.dedupe`) to ``path``."""
+    written = write_atomic(path, dedupe_csv(result.leaked))
+    get_run_logger().info("dedupe report: %s (%d test images with a copy in the training split)", written,
+                          len(result.leaked))
+    return written
 
 
 def gate_entry(data: dict, suite: dict, reports_dir: Path) -> Path:

@@ -31,7 +31,7 @@ def gate_links(failed: set[str], summary: pd.DataFrame | None) -> list[str]:
                          "normalization variant changed accuracy clearly, so one fixed scaling cannot undo it: "
                          "bring every image to one scale before training.")
     if failed & LEAK_CHECKS:
-        links.append("The gate found images shared between training and validation: validation accuracy is "
+        links.append("The gate found test images that are copies of training images: test accuracy is "
                      "inflated for every variant, and changes that memorise more (depth, less dropout) look "
                      "better than they are.")
     if failed & LABEL_CHECKS:

@@ -22,8 +22,19 @@ def gate_view(gate: GateResult, drawer: ImageDrawer | None, docs_link: str | Non
 
 
 def problem_view(check: CheckResult, drawer: ImageDrawer | None) -> dict:
-    """A failed check: what was observed, why it matters, and up to THUMBNAILS of the images it names."""
+    """A failed check: what was observed, why it matters, and up to THUMBNAILS of the images it names; a
+    near-copy check shows its pairs instead, side by side with their distance."""
+    if check.pairs:
+        shown = check.pairs[:THUMBNAILS]
+        return {"check": check, "figures": [], "names": [], "pairs": [pair_view(p, drawer) for p in shown],
+                "more": len(check.pairs) - len(shown), "named": MAX_NAMED}
     shown = check.offending[:THUMBNAILS]
     return {"check": check, "figures": [drawer.figure(path) for path in shown] if drawer else [],
-            "names": shown, "more": check.offending_count - min(len(check.offending), THUMBNAILS),
+            "names": shown, "pairs": [], "more": check.offending_count - min(len(check.offending), THUMBNAILS),
             "named": MAX_NAMED}
+
+
+def pair_view(pair: dict, drawer: ImageDrawer | None) -> dict:
+    """One near-copy pair: its copy (the training image, across splits) and the image, drawn or named."""
+    return {"distance": f"{pair['distance']:.3f}", "image": pair["image"], "copy": pair["copy"],
+            "figures": [drawer.figure(pair["copy"]), drawer.figure(pair["image"])] if drawer else []}

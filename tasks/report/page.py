@@ -18,6 +18,7 @@ from tasks.report.aggregate import HELPS, HURTS, Verdict, axes_in, axis_rows, in
 from tasks.report.comparison import comparison_view
 from tasks.report.explain import gate_links
 from tasks.report.gate_section import gate_view
+from tasks.report.leakage import leak_view
 from tasks.report.plots import curves_png, effects_png
 from tasks.report.recommend import cli_flags, settings_block
 from tasks.report.render import render
@@ -42,7 +43,7 @@ def render_report(run: dict, gate: GateResult | None, summary: pd.DataFrame | No
     return render(
         "report.html", run={"dataset": run["dataset"], "run_id": run["run_id"], "started": run.get("started", "")},
         verdict=(verdict_view(gate, verdict, summary) | {"resolution": resolution} | protocol_words(run)
-                 if verdict is not None else None),
+                 | {"leak": leak_view(gate, summary, predictions, data)} if verdict is not None else None),
         stopped=stopped_view(run, gate) | {"resolution": resolution} if verdict is None else None,
         facts=[(name, str(value)) for name, value in (run.get("data") or {}).items()],
         gate=gate_view(gate, drawer, run.get("data_docs_link")) if gate is not None else None,
