@@ -11,13 +11,14 @@ with `benchmarks/bench_leakage.py` (the numbers are in docs/gate.md#near-copies-
    a 6x6 descriptor of it, each channel centred and scaled to unit length, so a change of brightness or colour
    (an offset and a gain per channel) leaves it unchanged. A translated copy is not close to its original this
    way, so each query image is also described shifted by 2 thumbnail pixels in every direction, and mirrored:
-   18 variants. An inverted file (k-means cells over the reference descriptors; each variant searches the 4
-   cells nearest it) keeps this from comparing every pair. The two best distinct candidates go on.
+   18 variants (11 within one split, where each pair is looked up from both ends). An inverted file (k-means
+   cells over the reference descriptors; each variant searches the 4 cells nearest it) keeps this from
+   comparing every pair. The four best distinct candidates go on.
 2. **Verification.** Each candidate is aligned with the query at the best shift near the one the search found
    (mirrored if a mirrored variant won), slightly blurred, and compared at 16x16, then, if still within
    SEARCH_LIMIT, at 32x32 and 10% larger and smaller (a cropped copy is a magnified one). The similarity is the
    sum over channels of the centred channels' dot products, divided by the product of the two images' norms;
-   the distance is one minus that. The closer candidate is a copy when it is at most RATIO of the runner-up's
+   the distance is one minus that. The closest candidate is a copy when it is at most RATIO of the runner-up's
    distance: where many pictures are alike (digits of one class, forms of one layout), the nearest is no closer
    than the next, and neither is a copy. Nor is it a copy beyond SCALE_SHARE of the training images' median
    distance to their nearest other image: in a small sample of simple pictures the runner-up is far, and the
@@ -48,8 +49,10 @@ GRID = 6  # candidate descriptor: 6x6 block means per channel
 SHIFT = 2  # query variants: shifted by -2, 0 and +2 thumbnail pixels each way (an eighth of the side)
 SEARCH_LIMIT = 0.1  # distances kept in the statistics (at 16x16 and at 32x32); the suite's threshold chooses
 MAX_DISTANCE = 0.04  # the default threshold of the gate's checks (tasks/gate/gate_suite.toml), measured
-CHUNK = 4096  # images per block of work: bounded memory for any dataset size
+CHUNK = 4096  # images per block of work at most: bounded memory for any dataset size ...
+BLOCK_VALUES = 1 << 24  # ... and at most this many pixel values a block (64 MB as float32) for large images
 ZOOMS = (0.9, 1.0, 1 / 0.9)  # the finer look also tries the candidate 10% smaller and larger: crops rescaled
+CANDIDATES = 4  # candidates verified per image: the copy and the pictures it must stand out from
 RATIO = 0.2  # a copy is at most this share of the runner-up's distance (0.5 flagged 243 of 1,797 digits)
 SCALE_SHARE = 0.25  # ... and of the training images' median distance to their nearest other image
 
@@ -125,7 +128,7 @@ class Described:
             self.thumbs = np.zeros((0, 1, THUMB, THUMB), np.float32)
             self.descriptors, self.informative = np.zeros((0, GRID * GRID), np.float32), np.zeros(0, bool)
             return
-        self.thumbs = np.concatenate([_thumbnails(x[rows]) for rows in _blocks(len(x))])
+        self.thumbs = np.concatenate([_thumbnails(x[rows]) for rows in _blocks(len(x), _per_block(x))])
         self.descriptors, self.informative = _describe(self.thumbs, 0, 0, flip=False)
 
 
@@ -134,6 +137,11 @@ def _in_parallel(work, blocks) -> None:
     GIL in its loops and products, so the cores share the blocks instead of BLAS sharing each small product."""
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         list(pool.map(work, blocks))
+
+
+def _per_block(x: np.ndarray) -> int:
+    """Images of ``x`` per block: CHUNK, fewer where they are large (a photo at 128x96 is 12 CIFAR images)."""
+    return int(np.clip(BLOCK_VALUES // max(1, math.prod(x.shape[1:])), 1, CHUNK))
 
 
 def _blocks(n: int, size: int = CHUNK) -> Iterator[slice]:
@@ -191,71 +199,83 @@ def _unit_channels(values: np.ndarray, most: float) -> tuple[np.ndarray, np.ndar
 
 
 VARIANTS = [(dx, dy, flip) for flip in (False, True) for dx in (-SHIFT, 0, SHIFT) for dy in (-SHIFT, 0, SHIFT)]
+# Within one split each pair is looked up from both ends, so half the variants do: a copy b = a shifted by s is
+# found from a by s or from b by -s; b = a mirrored, then shifted by (dx, dy), from a by (dx, dy) or from b by
+# (dx, -dy). These 11 hold one of each (`_mutual` then gives both images the pair).
+HALF = [(dx, dy, flip) for dx, dy, flip in VARIANTS
+        if (flip and dy >= 0) or (not flip and (dx > 0 or (dx == 0 and dy >= 0)))]
 
 
 def _nearest(queries: Described, reference: Described, same: bool,
              twins: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each query image's near copy in ``reference`` (its index, -1 if none), the distance, and the distance to
-    its nearest reference image, copy or not (NaN for an image without structure). ``same``: the two
-    are one split (an image is not its own copy). ``twins``: each reference image's own near copy in its split
-    (-1 if none), so that two copies of one picture are not taken for two different pictures.
+    its nearest reference image, copy or not (NaN for an image without structure). ``same``: the two are one
+    split (an image is not its own copy). ``twins``: each reference image's own near copy in its split (-1 if
+    none), so that two copies of one picture are not taken for two different pictures.
 
-    The two best candidates are verified. The closer is a copy when it is within SEARCH_LIMIT and clearly closer
-    than the other (at most RATIO of its distance): where many pictures are alike (digits of one class,
-    documents of one layout), the nearest is no closer than the next, and neither is a copy (Lowe's ratio test).
+    The CANDIDATES best candidates are verified. The closest is a copy when it is within SEARCH_LIMIT and
+    clearly closer than the next (at most RATIO of its distance): where many pictures are alike (digits of one
+    class, documents of one layout, single soft spots), the nearest is no closer than the next, and neither is
+    a copy (Lowe's ratio test).
     """
     n = len(queries.thumbs)
     found, distance, nearest = np.full(n, -1, np.int64), np.full(n, np.nan), np.full(n, np.nan)
     if not n or not reference.informative.sum() or (same and n < 2):
         return found, distance, nearest
     index = _Index(reference.descriptors, reference.informative)
-    first, second = np.full((2, n), -1, np.int64), np.full((2, n), -1, np.int64)  # (reference, variant) rows
+    picks = np.full((n, CANDIDATES), -1, np.int64)  # reference image of each candidate, best first
+    variants = np.zeros((n, CANDIDATES), np.int64)  # the variant that found it
+
+    looked_up = [VARIANTS.index(v) for v in (HALF if same else VARIANTS)]
 
     def search(rows: slice) -> None:  # every variant of a block at once: fewer, larger products
-        described = [_describe(queries.thumbs[rows], dx, dy, flip) for dx, dy, flip in VARIANTS]
+        described = [_describe(queries.thumbs[rows], *VARIANTS[v]) for v in looked_up]
         ids = np.arange(rows.start, rows.stop)
-        sim, ref = index.nearest(np.concatenate([d for d, _ in described]), np.tile(ids, len(VARIANTS)) if same
+        sim, ref = index.nearest(np.concatenate([d for d, _ in described]), np.tile(ids, len(looked_up)) if same
                                  else None)
-        count = len(ids)
-        usable = np.repeat(np.stack([u for _, u in described]), 2, axis=0).reshape(len(VARIANTS), count, 2)
-        sim = np.where(usable, sim.reshape(len(VARIANTS), count, 2), -np.inf).transpose(1, 0, 2).reshape(count, -1)
-        ref = ref.reshape(len(VARIANTS), count, 2).transpose(1, 0, 2).reshape(count, -1)
-        variant = np.broadcast_to(np.arange(len(VARIANTS))[:, None], (len(VARIANTS), 2)).reshape(-1)
+        count, per = len(ids), sim.shape[1]
+        usable = np.repeat(np.stack([u for _, u in described])[..., None], per, axis=2)
+        sim = np.where(usable, sim.reshape(len(looked_up), count, per), -np.inf).transpose(1, 0, 2).reshape(count, -1)
+        ref = ref.reshape(len(looked_up), count, per).transpose(1, 0, 2).reshape(count, -1)
+        variant = np.repeat(looked_up, per)
         order = np.argsort(-sim, axis=1, kind="stable")
         ranked, ranked_sim = np.take_along_axis(ref, order, 1), np.take_along_axis(sim, order, 1)
-        other = ranked != ranked[:, :1]
-        column = other.argmax(axis=1)
-        has_first = np.isfinite(ranked_sim[:, 0]) & (ranked[:, 0] >= 0)
-        has_second = has_first & other.any(axis=1) & np.isfinite(ranked_sim[np.arange(count), column])
-        first[0, rows] = np.where(has_first, ranked[:, 0], -1)
-        first[1, rows] = variant[order[:, 0]]
-        second[0, rows] = np.where(has_second, ranked[np.arange(count), column], -1)
-        second[1, rows] = variant[order[np.arange(count), column]]
+        ranked = np.where(np.isfinite(ranked_sim), ranked, -1)
+        for slot in range(CANDIDATES):  # the best remaining reference image not picked yet, with its variant
+            column = (ranked >= 0).argmax(axis=1)
+            chosen = ranked[np.arange(count), column]
+            picks[rows, slot] = chosen
+            variants[rows, slot] = variant[order[np.arange(count), column]]
+            ranked = np.where(ranked == chosen[:, None], -1, ranked)
 
     _in_parallel(search, _blocks(n, CHUNK // len(VARIANTS) * 4))
-    candidates = np.flatnonzero((first[0] >= 0) & queries.informative)
-    for rows in _blocks(len(candidates)):
-        picked = candidates[rows]
-        near = _verify(queries, picked, reference, first[0, picked], [VARIANTS[v] for v in first[1, picked]])
-        runner_up = np.full(len(picked), np.nan)
-        paired = np.flatnonzero(second[0, picked] >= 0)
-        if len(paired):
-            runner_up[paired] = _verify(queries, picked[paired], reference, second[0, picked[paired]],
-                                        [VARIANTS[v] for v in second[1, picked[paired]]])
-        nearest[picked] = np.fmin(near, runner_up)
-        runner_up[runner_up > SEARCH_LIMIT] = np.nan  # far: nothing to tell the match from
-        copy = first[0, picked]
-        swap = runner_up < near  # False where either is NaN
-        copy = np.where(swap, second[0, picked], copy)
-        near, runner_up = np.where(swap, runner_up, near), np.where(swap, near, runner_up)
-        if twins is not None:  # the runner-up is the match's own copy: one picture twice, not another picture
-            other = np.where(swap, first[0, picked], second[0, picked])
-            same_picture = (other >= 0) & ((twins[copy] == other) | (twins[np.maximum(other, 0)] == copy))
-            runner_up = np.where(same_picture, np.nan, runner_up)
-        distinct = _stands_out(near, runner_up)
-        close = (near <= SEARCH_LIMIT) & distinct  # NaN: not close
-        found[picked[close]] = copy[close]
-        distance[picked[close]] = np.round(near[close], 4)
+    candidates = np.flatnonzero((picks[:, 0] >= 0) & queries.informative)
+    measured = np.full((n, CANDIDATES), np.nan)
+
+    def verify(rows: slice) -> None:
+        chosen = candidates[rows]
+        for slot in range(CANDIDATES):
+            some = chosen[picks[chosen, slot] >= 0]
+            if len(some):
+                measured[some, slot] = _verify(queries, some, reference, picks[some, slot],
+                                               [VARIANTS[v] for v in variants[some, slot]])
+
+    _in_parallel(verify, _blocks(len(candidates), min(_per_block(queries.x), _per_block(reference.x))))
+    ranked = np.argsort(np.where(np.isnan(measured), np.inf, measured), axis=1, kind="stable")
+    nearest = np.take_along_axis(measured, ranked[:, :1], 1)[:, 0]
+    copy = np.take_along_axis(picks, ranked[:, :1], 1)[:, 0]
+    near = nearest.copy()
+    others = np.take_along_axis(measured, ranked[:, 1:], 1)
+    if twins is not None:  # a candidate that is the match's own copy is one picture twice, not another picture
+        other_ids = np.take_along_axis(picks, ranked[:, 1:], 1)
+        same_picture = (other_ids >= 0) & ((twins[np.maximum(other_ids, 0)] == copy[:, None])
+                                           | (twins[np.maximum(copy, 0)][:, None] == other_ids))
+        others = np.where(same_picture, np.nan, others)
+    runner_up = np.nanmin(np.where(others > SEARCH_LIMIT, np.nan, others), axis=1, initial=np.inf)
+    runner_up[~np.isfinite(runner_up)] = np.nan  # none within reach: nothing to tell the match from
+    close = (near <= SEARCH_LIMIT) & _stands_out(near, runner_up)  # NaN: not close
+    found[close] = copy[close]
+    distance[close] = np.round(near[close], 4)
     return found, distance, nearest
 
 
