@@ -73,3 +73,20 @@ def test_constant_and_tiny_images_and_empty_splits_are_handled():
     tiny = natural_images(30, size=6, seed=8)  # smaller than the thumbnails: sampled up, still compared
     tiny[1] = tiny[0]
     assert near_copies({"train": tiny})["train"].loc[1, "in_split"] == 0
+
+
+def test_the_index_finds_what_comparing_every_pair_finds_for_close_vectors():
+    from tasks.gate.vector_index import VectorIndex
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(5000, 48)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[:500] + rng.normal(scale=0.05, size=(500, 48)).astype(np.float32)  # near their source
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    similarity, ids = VectorIndex(vectors, np.ones(len(vectors), bool)).nearest(queries, None)
+    # Comparing every pair finds each source (it is the nearest). Random vectors form no clusters, the inverted
+    # file's hardest case: 98.4% measured here; images, which cluster, do better (the leakage benchmark).
+    assert (ids[:, 0] == np.arange(500)).mean() >= 0.97
+    assert (similarity[:, 0] >= similarity[:, 1]).all()
+    _, own = VectorIndex(vectors, np.ones(len(vectors), bool)).nearest(vectors[:100], np.arange(100))
+    assert not (own == np.arange(100)[:, None]).any()  # never its own match

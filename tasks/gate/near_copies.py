@@ -32,7 +32,6 @@ this search changes).
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Iterator
@@ -42,7 +41,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from tasks.gate.image_alignment import aligned, zoomed
 from tasks.gate.image_hashes import _averaging_matrix
+from tasks.gate.vector_index import VectorIndex
 
 THUMB = 16  # thumbnail side: every image is compared at this size, whatever its own
 GRID = 6  # candidate descriptor: 6x6 block means per channel
@@ -82,7 +83,7 @@ def near_copies(splits: dict[str, np.ndarray]) -> dict[str, pd.DataFrame]:
     """For each split: a table with one row per image (index order) and its nearest copy in its own split
     (``in_split``, ``in_split_distance``) and, for every split after the first, in the first split
     (``in_other_split``, ``in_other_split_distance``). A copy is named by its index in its split; -1 and NaN
-    where none is within SEARCH_LIMIT."""
+    where there is none (none close, or none that stands out from the next-nearest pictures)."""
     names = list(splits)
     described = {name: Described(x) for name, x in splits.items()}
     out, limit = {}, np.inf
@@ -222,7 +223,7 @@ def _nearest(queries: Described, reference: Described, same: bool,
     found, distance, nearest = np.full(n, -1, np.int64), np.full(n, np.nan), np.full(n, np.nan)
     if not n or not reference.informative.sum() or (same and n < 2):
         return found, distance, nearest
-    index = _Index(reference.descriptors, reference.informative)
+    index = VectorIndex(reference.descriptors, reference.informative)
     picks = np.full((n, CANDIDATES), -1, np.int64)  # reference image of each candidate, best first
     variants = np.zeros((n, CANDIDATES), np.int64)  # the variant that found it
 
@@ -284,74 +285,6 @@ def _stands_out(near: np.ndarray, runner_up: np.ndarray) -> np.ndarray:
     return np.isnan(runner_up) | (near <= RATIO * runner_up)
 
 
-class _Index:
-    """An inverted file over unit vectors: k-means cells, each query searching the PROBES cells nearest it."""
-
-    PROBES = 4
-
-    def __init__(self, vectors: np.ndarray, usable: np.ndarray, seed: int = 0):
-        self.ids = np.flatnonzero(usable)
-        self.vectors = vectors[self.ids]
-        cells = int(np.clip(round(math.sqrt(len(self.ids))), 1, 1024))
-        self.centroids = _kmeans(self.vectors, cells, np.random.default_rng(seed))
-        cell = _argmax_dot(self.vectors, self.centroids)
-        order = np.argsort(cell, kind="stable")
-        self.members = np.split(order, np.searchsorted(cell[order], np.arange(1, len(self.centroids))))
-
-    def nearest(self, queries: np.ndarray, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """The two most similar reference vectors to each query among its cells': similarities and reference
-        ids, (n, 2) each, best first (-inf and -1 where there are fewer). ``own``: each query's own id, never
-        its own match."""
-        n = len(queries)
-        best, where = np.full((n, 2), -np.inf, np.float32), np.full((n, 2), -1, np.int64)
-        probes = min(self.PROBES, len(self.centroids))
-        scores = queries @ self.centroids.T
-        nearest_cells = np.argpartition(-scores, probes - 1, axis=1)[:, :probes] if probes < scores.shape[1] \
-            else np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-        flat_cells = nearest_cells.reshape(-1)
-        flat_rows = np.repeat(np.arange(n), probes)
-        order = np.argsort(flat_cells, kind="stable")
-        bounds = np.searchsorted(flat_cells[order], np.arange(len(self.centroids) + 1))
-        for cell, members in enumerate(self.members):
-            rows = flat_rows[order[bounds[cell]:bounds[cell + 1]]]
-            if not len(rows) or not len(members):
-                continue
-            sims = queries[rows] @ self.vectors[members].T
-            if own is not None:
-                sims[own[rows][:, None] == self.ids[members][None, :]] = -np.inf
-            if len(members) > 2:
-                top = np.argpartition(-sims, 1, axis=1)[:, :2]
-            else:
-                top = np.broadcast_to(np.arange(len(members)), (len(rows), len(members)))
-            values = np.concatenate([best[rows], np.take_along_axis(sims, top, 1)], axis=1)
-            ids = np.concatenate([where[rows], self.ids[members[top]]], axis=1)
-            keep = np.argsort(-values, axis=1, kind="stable")[:, :2]
-            best[rows], where[rows] = np.take_along_axis(values, keep, 1), np.take_along_axis(ids, keep, 1)
-        return best, where
-
-
-def _argmax_dot(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    return np.concatenate([(vectors[rows] @ centroids.T).argmax(axis=1) for rows in _blocks(len(vectors))]) \
-        if len(vectors) else np.zeros(0, np.int64)
-
-
-def _kmeans(vectors: np.ndarray, cells: int, rng: np.random.Generator, rounds: int = 6,
-            sample: int = 20_000) -> np.ndarray:
-    """Spherical k-means (unit centroids, cosine assignment) on a sample of the vectors: cells for the index,
-    not a clustering anyone reads, so a few rounds on a sample are enough."""
-    if len(vectors) > sample:
-        vectors = vectors[rng.choice(len(vectors), sample, replace=False)]
-    centroids = vectors[rng.choice(len(vectors), cells, replace=False)].copy()
-    for _ in range(rounds):
-        cell = _argmax_dot(vectors, centroids)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, cell, vectors)
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        empty = norms[:, 0] == 0
-        centroids = np.where(empty[:, None], centroids, sums / np.maximum(norms, 1e-12))
-    return centroids.astype(np.float32)
-
-
 def _verify(queries: Described, rows: np.ndarray, reference: Described, copies: np.ndarray,
             variants: list[tuple[int, int, bool]]) -> np.ndarray:
     """The distance of each query image (``rows``) to its candidate (``copies``), in two steps: at 16x16 within
@@ -361,86 +294,12 @@ def _verify(queries: Described, rows: np.ndarray, reference: Described, copies: 
     at 16x16 the distance is the 16x16 one: not a copy, but how far the nearest picture is."""
     flips = np.array([flip for _, _, flip in variants], bool)
     chosen = np.array([(dx, dy) for dx, dy, _ in variants], np.int64).reshape(-1, 2)
-    similarity, shift = _aligned(queries.thumbs[rows], reference.thumbs[copies], flips, chosen)
+    similarity, shift = aligned(queries.thumbs[rows], reference.thumbs[copies], flips, chosen)
     distance = 1 - similarity
     closer = np.flatnonzero(distance <= SEARCH_LIMIT)
     if len(closer):
         a = _thumbnails(queries.x[rows[closer]], 2 * THUMB)
         b = _thumbnails(reference.x[copies[closer]], 2 * THUMB)
-        fine = np.max([_aligned(a, _zoomed(b, zoom), flips[closer], 2 * shift[closer])[0] for zoom in ZOOMS], axis=0)
+        fine = np.max([aligned(a, zoomed(b, zoom), flips[closer], 2 * shift[closer])[0] for zoom in ZOOMS], axis=0)
         distance[closer] = 1 - fine
     return distance
-
-
-def _aligned(a: np.ndarray, b: np.ndarray, flips: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The best similarity of each blurred thumbnail pair within one pixel of its ``chosen`` (dx, dy), and that
-    shift: the sum over channels of the centred channels' dot products over the overlap, divided by the
-    product of the two images' norms there."""
-    a, b = _blurred(a), _blurred(b)
-    a[flips] = a[flips][..., ::-1]
-    best = np.full(len(a), -1.0)
-    where = chosen.copy()
-    for ddx in (-1, 0, 1):
-        for ddy in (-1, 0, 1):
-            shifts = chosen + (ddx, ddy)
-            for dx, dy in np.unique(shifts, axis=0):
-                rows = np.flatnonzero((shifts[:, 0] == dx) & (shifts[:, 1] == dy))
-                value = _overlap_similarity(a[rows], b[rows], dx, dy)
-                better = value > best[rows]
-                best[rows[better]], where[rows[better]] = value[better], (dx, dy)
-    return best, where
-
-
-def _zoomed(thumbs: np.ndarray, zoom: float) -> np.ndarray:
-    """Thumbnails magnified by ``zoom`` about their centre (bilinear; below 1, shrunk with the border repeated)."""
-    if zoom == 1:
-        return thumbs
-    matrix = _zoom_matrix(thumbs.shape[-1], zoom)
-    return matrix @ thumbs @ matrix.T
-
-
-@functools.lru_cache(maxsize=8)
-def _zoom_matrix(size: int, zoom: float) -> np.ndarray:
-    """(size, size) weights: output pixel i samples the input at (i + 0.5 - size / 2) / zoom + size / 2 - 0.5."""
-    source = np.clip((np.arange(size) + 0.5 - size / 2) / zoom + size / 2 - 0.5, 0, size - 1)
-    low = np.floor(source).astype(int)
-    high = np.minimum(low + 1, size - 1)
-    weights = np.zeros((size, size), np.float32)
-    np.add.at(weights, (np.arange(size), low), 1 - (source - low))
-    np.add.at(weights, (np.arange(size), high), source - low)
-    return weights
-
-
-def _blurred(thumbs: np.ndarray) -> np.ndarray:
-    """Thumbnails blurred by the binomial [1, 4, 6, 4, 1] / 16 each way (a Gaussian of one pixel; edges
-    repeated). Measured against no blur and lighter ones, it keeps cropped and recoloured copies close while
-    different pictures stay apart (docs/gate.md)."""
-    blur = _blur_matrix(thumbs.shape[-1])
-    return (blur @ thumbs @ blur.T).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=4)
-def _blur_matrix(size: int) -> np.ndarray:
-    """(size, size) weights of the binomial blur, edge pixels repeated."""
-    weights = np.zeros((size, size), np.float32)
-    for pixel in range(size):
-        for offset, tap in zip(range(-2, 3), (1, 4, 6, 4, 1)):
-            weights[pixel, min(max(pixel + offset, 0), size - 1)] += tap / 16
-    return weights
-
-
-
-
-def _overlap_similarity(a: np.ndarray, b: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """Similarity of ``a`` to ``b`` where ``a``'s content sits (dx, dy) pixels from ``b``'s: a's pixel
-    (y + dy, x + dx) is compared with b's (y, x) over the overlap."""
-    size = a.shape[-1]
-    ya, yb = slice(max(0, dy), size + min(0, dy)), slice(max(0, -dy), size + min(0, -dy))
-    xa, xb = slice(max(0, dx), size + min(0, dx)), slice(max(0, -dx), size + min(0, -dx))
-    pa = a[:, :, ya, xa].reshape(len(a), a.shape[1], -1)
-    pb = b[:, :, yb, xb].reshape(len(b), b.shape[1], -1)
-    pa = pa - pa.mean(axis=2, keepdims=True)
-    pb = pb - pb.mean(axis=2, keepdims=True)
-    dot = np.einsum("ncp,ncp->n", pa, pb)
-    norms = np.sqrt(np.einsum("ncp,ncp->n", pa, pa) * np.einsum("ncp,ncp->n", pb, pb))
-    return np.where(norms > 0, dot / np.maximum(norms, 1e-12), -1.0)

@@ -9,9 +9,8 @@ import pandas as pd
 
 from tasks.data.datasets import Dataset
 from tasks.gate.expectations import GateResult
+from tasks.report.comparison import Predictions
 from tasks.training.grid import BASELINE_AXIS
-
-Predictions = dict[tuple[str, str, int], list[int]]  # (axis, variant, seed) -> class per labelled test image
 
 
 def leak_view(gate: GateResult | None, summary: pd.DataFrame | None, predictions: Predictions | None,
