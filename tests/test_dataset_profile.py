@@ -8,8 +8,9 @@ from tasks.gate.stats_cache import load_table, save_table
 
 
 def stats_table(rows):
-    """A minimal statistics table: one row per (split, label, pixel hash, perceptual hash, sharpness)."""
-    frame = pd.DataFrame(rows, columns=["split", "label", "pixel_hash", "perceptual_hash", "sharpness"])
+    """A minimal statistics table: one row per (split, label, pixel hash, image number, sharpness); the image
+    number is a column the profile ignores."""
+    frame = pd.DataFrame(rows, columns=["split", "label", "pixel_hash", "number", "sharpness"])
     n = len(frame)
     return frame.assign(path=[f"img{i}" for i in range(n)], file_error=None, link_not_followed=False, scale="0-255",
                         height=8, width=8, channels=3, min=0.0, max=255.0, identical_channels=False)

@@ -81,16 +81,14 @@ def test_grey_stored_as_colour_is_detected():
     assert train_rows(x)["identical_channels"].tolist() == [True, False]
 
 
-def test_content_hash_is_equal_exactly_for_equal_pixels_and_perceptual_hash_survives_small_changes():
+def test_content_hash_is_equal_exactly_for_equal_pixels():
     rng = np.random.default_rng(2)
     base = (np.indices((32, 32)).sum(axis=0) * 4).astype(np.uint8)[..., None] + rng.integers(0, 3, (32, 32, 1),
                                                                                           dtype=np.uint8)
     brighter = np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8)
     other = np.ascontiguousarray(base[::-1])
-    rows = train_rows(np.stack([base, base, brighter, other]))
-    hashes, perceptual = rows["pixel_hash"].tolist(), rows["perceptual_hash"].tolist()
+    hashes = train_rows(np.stack([base, base, brighter, other]))["pixel_hash"].tolist()
     assert hashes[0] == hashes[1] and len(set(hashes[1:])) == 3
-    assert perceptual[0] == perceptual[2] != perceptual[3]
 
 
 def test_float_images_are_measured_on_their_own_scale():
@@ -101,7 +99,7 @@ def test_float_images_are_measured_on_their_own_scale():
     for column in ("brightness", "contrast", "entropy", "brightness_p99"):
         assert np.allclose(as_8bit[column], as_float[column], atol=0.02), column
     same_values = train_rows(x8.astype(np.float32))  # float, 0-255: the very grey levels of the 8-bit images
-    for column in ("brightness", "entropy", "sharpness", "perceptual_hash"):
+    for column in ("brightness", "entropy", "sharpness"):
         assert (same_values[column] == as_8bit[column]).all(), column
 
 

@@ -32,6 +32,7 @@ this search changes).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -42,7 +43,6 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from tasks.gate.image_alignment import aligned, zoomed
-from tasks.gate.image_hashes import _averaging_matrix
 from tasks.gate.vector_index import VectorIndex
 
 THUMB = 16  # thumbnail side: every image is compared at this size, whatever its own
@@ -161,6 +161,16 @@ def _thumbnails(x: np.ndarray, side: int = THUMB) -> np.ndarray:
     planes = planes.transpose(0, 3, 1, 2).reshape(n * keep, height, width)
     across = planes.reshape(-1, width) @ _averaging_matrix(width, side).T
     return (_averaging_matrix(height, side) @ across.reshape(n * keep, height, side)).reshape(n, keep, side, side)
+
+
+@functools.lru_cache(maxsize=8)
+def _averaging_matrix(size: int, blocks: int) -> np.ndarray:
+    """(blocks, size) weights that average each of ``blocks`` equal spans of ``size`` pixels (spans may overlap
+    fractional pixels, so an image smaller than the thumbnail is sampled up)."""
+    edges = np.linspace(0, size, blocks + 1)
+    pixel = np.arange(size)
+    overlap = np.clip(np.minimum(edges[1:, None], pixel + 1) - np.maximum(edges[:-1, None], pixel), 0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _shifted_means(size: int, cells: int, shift: int, flip: bool) -> np.ndarray:

@@ -5,9 +5,10 @@ computed with whole-array numpy operations over chunks of images, spread over th
 so the cost is a few passes over memory, never a Python loop per pixel. Sums go through BLAS (a matrix product
 with a vector of ones), which is several times faster than numpy's strided reductions over the channel axis.
 
-Quality measures (brightness, contrast, entropy, sharpness, perceptual hash) are taken on the luminance of each
-image mapped to 0-255 with the dataset's usual value range, so a float 0-1 dataset and a uint8 dataset measure
-alike; an image on another scale is measured as the model would see it (and flagged by the scale check).
+Quality measures (brightness, contrast, entropy, sharpness) are taken on the luminance of each image mapped to
+0-255 with the dataset's usual value range, so a float 0-1 dataset and a uint8 dataset measure alike; an image on
+another scale is measured as the model would see it (and flagged by the scale check). Near copies are found
+apart, by `tasks.gate.near_copies`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from threadpoolctl import threadpool_limits
 
 from tasks.data.datasets import Dataset
 from tasks.data.images import LINK_REASONS
-from tasks.gate.image_hashes import content_hash, difference_hash
+from tasks.gate.image_hashes import content_hash
 
-STATS_VERSION = 4  # bump when a measure or the near-copy search changes: statistics cached by older code are not reused
+STATS_VERSION = 5  # bump when a measure or the near-copy search changes: statistics cached by older code are not reused
 PIXELS_PER_CHUNK = 1 << 21  # ~2M values per chunk: 8 MB float32 temporaries stay in cache; measured fastest
 SCALE_NAMES = np.array(["constant", "shifted", "0-1", "0-255", "other"])  # pixel_scale's names, by _scale_codes
 SCALE_RANGES = {"0-1": (0.0, 1.0), "0-255": (0.0, 255.0), "shifted": (-1.0, 1.0), "other": (0.0, 65535.0)}
@@ -49,21 +50,29 @@ def pixel_stats(data: Dataset, threads: int | None = None) -> pd.DataFrame:
         codes = {split: _scale_codes(*ranges[split]) for split in SPLITS}
         lo, hi = _black_and_white(_usual_scale_name(np.concatenate(list(codes.values()))))
         measured = _measure_all(pool, xs, lo, hi)
-    parts = [pd.concat([_identity(data, split, ranges[split], codes[split]), measured[split]], axis=1)
-             for split in SPLITS]
-    stats = pd.concat([p for p in [*parts, _skipped_rows(data)] if len(p)], ignore_index=True)
+    # One table, built once: its columns are the arrays as measured (no copy into pandas' 2-D blocks, and no
+    # concatenation of per-split tables), which spared the first call in a process ~30 ms of fresh memory.
+    table = pd.DataFrame(_identity(data, ranges, codes) | measured, copy=False)
+    skipped = _skipped_rows(data)
+    stats = pd.concat([p for p in (table, skipped) if len(p)], ignore_index=True) if len(skipped) else table
     return stats.astype({"label": "int64"})
 
 
-def _identity(data: Dataset, split: str, ranges: tuple[np.ndarray, np.ndarray], codes: np.ndarray) -> pd.DataFrame:
-    """The columns before the measurements: which image, its label, original geometry and value range."""
-    x, y, ids, shapes = data.split(split)
-    return pd.DataFrame({
-        "split": split, "path": ids.astype(str), "label": y, "class_name": _class_names(data, y),
-        "file_error": None, "link_not_followed": False,
-        "height": shapes[:, 0], "width": shapes[:, 1], "channels": shapes[:, 2],
-        "dtype": str(x.dtype), "min": ranges[0], "max": ranges[1], "scale": SCALE_NAMES[codes],
-    })
+def _identity(data: Dataset, ranges: dict, codes: dict) -> dict[str, np.ndarray]:
+    """The columns before the measurements, every split's rows in SPLITS order: which image, its label,
+    original geometry and value range."""
+    parts = []
+    for split in SPLITS:
+        x, y, ids, shapes = data.split(split)
+        n = len(y)
+        parts.append({
+            "split": np.full(n, split), "path": ids.astype(str), "label": y, "class_name": _class_names(data, y),
+            "file_error": np.full(n, None, object), "link_not_followed": np.zeros(n, bool),
+            "height": shapes[:, 0], "width": shapes[:, 1], "channels": shapes[:, 2],
+            "dtype": np.full(n, str(x.dtype)), "min": ranges[split][0], "max": ranges[split][1],
+            "scale": SCALE_NAMES[codes[split]],
+        })
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def pixel_scale(minimum: np.ndarray, maximum: np.ndarray) -> np.ndarray:
@@ -150,37 +159,34 @@ def min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.nanmin(finite, axis=1).astype(np.float64), np.nanmax(finite, axis=1).astype(np.float64)
 
 
-def _measure_all(pool: ThreadPoolExecutor, xs: dict[str, np.ndarray], lo: float, hi: float) -> dict[str, pd.DataFrame]:
-    """The measures of every image of each split, chunk by chunk on the worker threads. Every chunk is queued
-    before any is awaited, so no thread waits at the end of the first split."""
-    queued = {split: [pool.submit(_measure, x[rows], lo, hi) for rows in _chunks(x)]
-              for split, x in xs.items()}
-    return {split: _table([chunk.result() for chunk in chunks]) for split, chunks in queued.items()}
+def _measure_all(pool: ThreadPoolExecutor, xs: dict[str, np.ndarray], lo: float, hi: float) -> dict[str, np.ndarray]:
+    """The measures of every image, the splits' rows one after the other, chunk by chunk on the worker threads.
+    Every chunk is queued before any is awaited, so no thread waits at the end of the first split."""
+    queued = [pool.submit(_measure, x[rows], lo, hi) for x in xs.values() for rows in _chunks(x)]
+    return _columns([chunk.result() for chunk in queued])
 
 
-def _table(parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
-    """The chunks' measures as one table; means and deviations from the chunks' sums, for the whole split at
+def _columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The chunks' measures as one column each; means and deviations from the chunks' sums, for every image at
     once (a few operations on long arrays here, not a few per chunk on the worker threads)."""
     if not parts:
-        return pd.DataFrame(index=range(0))
+        return {}
     joined = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     columns = {key: joined.pop(key) for key in ("nan_count", "inf_count")}
     columns |= _moments(*(joined.pop(key) for key in ("sums", "squares", "counted")))
-    return pd.DataFrame(columns | joined)
+    return columns | joined
 
 
 def _measure(x: np.ndarray, lo: float, hi: float) -> dict[str, np.ndarray]:
     """Every per-image measure of one chunk of images (n, height, width, channels)."""
     n, height, width, channels = x.shape
     out, values = _finite_values(x)
-    levels = _gray_levels(x, values, lo, hi)
-    gray = levels.astype(np.uint8)
+    gray = _gray_levels(x, values, lo, hi).astype(np.uint8)
     out["sums"], out["squares"] = _channel_sums(values)  # squares ``values`` in place: nothing below reads it
     out["identical_channels"] = _identical_channels(x, out["sums"], out["squares"])
     out |= _histogram_measures(gray)
     out["sharpness"] = _laplacian_variance(gray)
     out["pixel_hash"] = content_hash(x)
-    out["perceptual_hash"] = difference_hash(levels)
     return out
 
 
