@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
+from tasks.gate.cores import worker_threads
 from tasks.gate.image_alignment import aligned, zoomed
 from tasks.gate.vector_index import VectorIndex
 
@@ -136,7 +134,7 @@ class Described:
 def _in_parallel(work, blocks) -> None:
     """``work(block)`` for every block, on one thread per core with one BLAS thread each: numpy releases the
     GIL in its loops and products, so the cores share the blocks instead of BLAS sharing each small product."""
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with worker_threads() as pool:
         list(pool.map(work, blocks))
 
 
