@@ -131,8 +131,8 @@ def test_files_not_read_get_a_row_with_their_reason_and_no_measurements():
 
 
 def test_quality_measures_match_a_per_image_computation_across_chunk_boundaries():
-    """The Laplacian runs over a whole chunk as one flat array and the histograms share one bincount: neither
-    may leak between neighbouring images, whatever the image size or chunk size."""
+    """The Laplacian runs over a whole chunk as one flat array and the histograms share one count over it:
+    neither may leak between neighbouring images, whatever the image size or chunk size."""
     from tasks.gate import pixel_stats as module
 
     x = np.random.default_rng(5).integers(0, 256, (23, 13, 11, 3), dtype=np.uint8)
@@ -185,3 +185,23 @@ def test_the_usual_scale_is_counted_as_usual_scale_counts_names():
     for codes in ([0, 0], [2, 3, 3, 2], [3, 2, 2, 3], [0, 4, 1, 1, 4], [2, 0, 0, 0, 3]):
         codes = np.array(codes)
         assert _usual_scale_name(codes) == usual_scale(SCALE_NAMES[codes])
+
+
+def test_worker_threads_hold_blas_to_one_thread_and_give_the_setting_back():
+    """The statistics' worker threads call BLAS; BLAS's own threads on the same cores halved the rate. Inside
+    the pool BLAS has one thread, in the workers too; after it, the setting from before, every time (the
+    libraries are found once per process)."""
+    from threadpoolctl import threadpool_info
+
+    from tasks.gate.cores import worker_threads
+
+    def blas_threads() -> list[int]:
+        return [library["num_threads"] for library in threadpool_info() if library["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "numpy's BLAS is not visible to threadpoolctl"
+    for _ in range(2):
+        with worker_threads(2) as pool:
+            assert blas_threads() == [1] * len(before)
+            assert list(pool.map(lambda _: blas_threads(), range(4))) == [[1] * len(before)] * 4
+        assert blas_threads() == before
