@@ -30,11 +30,12 @@ from tasks.paths import cache_dir, reports_dir
 from tasks.report.aggregate import nothing_compared
 from tasks.report.rounds import confirmation_round
 from tasks.report.run_facts import environment_facts
+from tasks.report.charts_ahead import ChartsAhead
 from tasks.report.runs import new_run_dir, run_record
-from tasks.report.thumbnails import draw_ahead
 from tasks.training.cell_cache import export_models
 from tasks.training.devices import DEFAULT_PER_GPU, check_backend
-from tasks.training.grid import DEFAULT_AXES, DEFAULT_MAX_SEEDS, DEFAULT_SEEDS, canonical_axes, grid_variants, looks
+from tasks.training.grid import (DEFAULT_AXES, DEFAULT_MAX_SEEDS, DEFAULT_SEEDS, canonical_axes, grid_variants, looks,
+                                 seeded)
 from tasks.training.grid_file import GridFileError, baseline_config, builtin_axes, check_no_conflict, load_grid
 from tasks.training.grid_file import grid_variants as grid_file_variants
 from tasks.training.processes import release_unused, warm_up_for
@@ -165,16 +166,17 @@ def ablation(
     alongside = trains_at_once and limit is None
     if not alongside:
         checked = _gate(data, run_dir, checks, reports, run, gate)
+    first_cells = seeded(variants, range(fixed_seeds)) if plan is None else None  # with seeds in rounds: unknown
     with limit or nullcontext(), Rounds(data, run_dir, cells_dir, options) as rounds:
         if alongside:
             with rounds.first_round_behind(variants, plan, fixed_seeds) as first_round:
                 checked = _gate(data, run_dir, checks, reports, run, gate, rounds.stop)
                 gate_ended = time.perf_counter()
-                charts_ahead = draw_ahead(load_cache(data["cache_path"]), cache_dir(reports) / "charts")
+                charts_ahead = _charts_ahead(rounds, data, reports, first_cells, run)
                 records, ended = first_round.result()
             run["timings"]["gate (waited for)"] = max(0.0, gate_ended - ended)  # the round ended first
         else:
-            charts_ahead = draw_ahead(load_cache(data["cache_path"]), cache_dir(reports) / "charts")
+            charts_ahead = _charts_ahead(rounds, data, reports, first_cells, run)
             records = rounds.one_factor(variants, plan, fixed_seeds)
         records += rounds.train(confirmation_round(records, plan, fixed_seeds, len(data["class_names"])),
                                 "confirmation")
@@ -214,6 +216,15 @@ def _gate(data: dict, run_dir: Path, suite: dict, reports: Path, run: dict, gate
         page = report_step(run, checked, None, run_dir)
         raise GateFailed(f"{run['error']} (report: {page})", page)
     return checked
+
+
+def _charts_ahead(rounds: Rounds, data: dict, reports: Path, first_cells: list | None, run: dict) -> ChartsAhead:
+    """The report's charts, drawn while the cells train from the records as they finish. Started once the gate
+    has passed: a failed gate's report draws its own charts, and pyplot takes one thread at a time."""
+    ahead = ChartsAhead(load_cache(data["cache_path"]), cache_dir(reports) / "charts", first_cells,
+                        run.get("class_count", 0))
+    rounds.follow(ahead.finished)
+    return ahead
 
 
 def scaled_twice(preprocessing: str | None, normalization: str) -> list[str]:

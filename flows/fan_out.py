@@ -54,6 +54,9 @@ class Rounds:
         self._cancel: Callable[[], None] | None = None  # kills the local training processes at once
         self._lock = threading.Lock()
         self._stopped = False  # set by `stop`: nothing more starts
+        self._finished: list[dict] = []  # every round's records so far, as each cell finished or was reused
+        self._listeners: list[Callable[[dict], None]] = []
+        self._records_lock = threading.Lock()  # not `_lock`: that one is held while the processes start
 
     def __enter__(self) -> Rounds:
         return self
@@ -93,6 +96,20 @@ class Rounds:
             wait([future])
             raise
 
+    def follow(self, listener: Callable[[dict], None]) -> None:
+        """Call ``listener`` with every record finished so far, then with each one as it finishes (from the
+        thread that trains: it must return at once)."""
+        with self._records_lock:
+            for record in self._finished:
+                listener(record)
+            self._listeners.append(listener)
+
+    def _finished_one(self, record: dict) -> None:
+        with self._records_lock:
+            self._finished.append(record)
+            for listener in self._listeners:
+                listener(record)
+
     def stop(self) -> None:
         """Stop training now (from any thread): the cells training are killed and dropped (not kept, not
         counted), and nothing more starts; `train` returns what had finished. The local slot pool only: with a
@@ -127,7 +144,7 @@ class Rounds:
         with tags(label.split(" of ")[0]) if label else nullcontext():
             try:
                 records, timings, cached = train_grid(cells, self.keys, self.run_dir, self.cells_dir, self.options,
-                                                      self.executor, label)
+                                                      self.executor, label, self._finished_one)
             except TrainingStopped:
                 return []
         self._timings.append(timings)
@@ -163,7 +180,8 @@ def kept_records(cells: list[Cell], keys: dict[str, str], cells_dir: Path, fresh
 
 
 def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir: Path, options: dict,
-               executor: Callable[[int], tuple[Submit, int, str]], label: str = "") -> tuple[list[dict], dict, int]:
+               executor: Callable[[int], tuple[Submit, int, str]], label: str = "",
+               on_record: Callable[[dict], None] = lambda record: None) -> tuple[list[dict], dict, int]:
     """Reuse the cells finished before (unless ``fresh``), fan the rest out, log progress.
 
     Every cell's record is appended to cells.jsonl and kept in ``cells_dir`` the moment it finishes, so a crash,
@@ -171,6 +189,7 @@ def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir
     fresh, tensorboard, cell_timeout, retries, backend, per_gpu, processes, executor ("local" or "dask"),
     dask_address, verbose. ``executor``: gives the submit function, the cells that train at once and where,
     starting the training processes the first time. ``label``: the round, for the log and the live display.
+    ``on_record``: called with each record as it is kept, the reused ones first.
     A cell the pool stopped under it (Ctrl-C, `Rounds.stop`) has no result: it is not kept, logged or returned.
     """
     logger = get_run_logger()
@@ -190,6 +209,7 @@ def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir
             finished.flush()
             done[cell.key] = record
             trained.append(record)
+            on_record(record)
             GRID.finished(record["status"] == "failed")
             line = progress_line(trained, len(todo), time.perf_counter() - started, len(cells) - len(todo), slots)
             logger.info(line)
@@ -197,6 +217,8 @@ def train_grid(cells: list[Cell], keys: dict[str, str], run_dir: Path, cells_dir
 
         finished.writelines(json.dumps(record) + "\n" for record in done.values())
         finished.flush()
+        for record in done.values():
+            on_record(record)
         if not todo:
             logger.info("all %d cells already trained (%s)", len(cells), cells_dir)
         else:

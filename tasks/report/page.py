@@ -184,14 +184,11 @@ def unclear_words(row: dict) -> str:
 
 def axis_view(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -> dict:
     """One axis: a row per variant (the baseline in its place), the diagnoses, the effects and curves charts."""
-    rows, found, plotted = [], [], []
-    base_value = baseline_value(axis)  # "divide by 255"; None on a grid file's own axes
+    rows, found = [], []
     for row in axis_rows(summary, axis).to_dict("records"):
         is_base = row["axis"] == BASELINE_AXIS
-        name = (f"{base_value} (baseline)" if base_value else "baseline") if is_base else row["variant"]
+        name = row_name(axis, row)
         found += [{"name": name, "sentence": d.sentence} for d in diagnoses.get((row["axis"], row["variant"]), [])]
-        if (row["axis"], row["variant"]) in curves:
-            plotted.append((name, curves[(row["axis"], row["variant"])]))
         rows.append({"name": name, "seeds": f"{row['scored']}/{row['cells']}", "accuracy": mean_ci(row, "test"),
                      "sd": pct(row["std_test"]), "val": mean_ci(row, "val"),
                      "delta": "" if is_base else delta_cell(row),
@@ -204,7 +201,22 @@ def axis_view(axis: str, summary: pd.DataFrame, curves: dict, diagnoses: dict) -
     in_rounds = "look" in summary and summary["look"].notna().any()
     return {"name": axis, "title": axis.replace("_", " ").capitalize(), "rows": rows, "diagnoses": found,
             "p_label": "p against its round's boundary" if in_rounds else "adjusted p",
-            "effects_png": effects_png(effects), "curves_png": curves_png(plotted)}
+            "effects_png": effects_png(effects), "curves_png": curves_png(axis_curves(axis, summary, curves))}
+
+
+def axis_curves(axis: str, summary: pd.DataFrame, curves: dict) -> list[tuple[str, dict]]:
+    """The learning curves an axis's chart plots, named and ordered as the axis's table: the baseline in its
+    place. `tasks.report.charts_ahead` draws the same chart from the same inputs while the cells train."""
+    return [(row_name(axis, row), curves[(row["axis"], row["variant"])])
+            for row in axis_rows(summary, axis).to_dict("records") if (row["axis"], row["variant"]) in curves]
+
+
+def row_name(axis: str, row: dict) -> str:
+    """A variant's name in its axis's table and legend; the baseline's says which value of the axis it has."""
+    if row["axis"] != BASELINE_AXIS:
+        return row["variant"]
+    base_value = baseline_value(axis)  # "divide by 255"; None on a grid file's own axes
+    return f"{base_value} (baseline)" if base_value else "baseline"
 
 
 def p_words(row: dict) -> str:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from tasks.data.datasets import Dataset
 from tasks.gate.pixel_stats import min_max, pixel_scale, value_range
-from tasks.report.plots import histogram_png, kept_in
+from tasks.report.plots import histogram_png
 
 SAMPLE_CLASSES, SAMPLES_PER_CLASS = 30, 8  # the per-class grid: enough to spot a wrong class, small enough to load
 HISTOGRAM_IMAGES = 2000  # images per split sampled for the pixel-value histogram
@@ -77,21 +75,3 @@ def png_uri(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def draw_ahead(data: Dataset, charts: Path) -> threading.Thread:
-    """Draw, on a thread of its own, the report's chart that needs only the data (the pixel-value histogram),
-    into the charts cache ``charts`` where the report will find it: the cells train meanwhile, and the report at
-    the end no longer pays for matplotlib's import and first figure (about 1 s). Join the thread before drawing
-    anything else: pyplot is not safe to use from two threads at once. A failure here only means the report
-    draws the chart itself."""
-    def draw() -> None:
-        try:
-            with kept_in(charts):
-                ImageDrawer(data).histogram()
-        except Exception:  # noqa: BLE001 - see above
-            pass
-
-    thread = threading.Thread(target=draw, name="report-charts-ahead", daemon=True)
-    thread.start()
-    return thread
