@@ -28,9 +28,9 @@ from tasks.gate.result_cache import is_kept
 from tasks.gate.suite import load_suite
 from tasks.paths import cache_dir, reports_dir
 from tasks.report.aggregate import nothing_compared
+from tasks.report.charts_ahead import ChartsAhead
 from tasks.report.rounds import confirmation_round
 from tasks.report.run_facts import environment_facts
-from tasks.report.charts_ahead import ChartsAhead
 from tasks.report.runs import new_run_dir, run_record
 from tasks.training.cell_cache import export_models
 from tasks.training.devices import DEFAULT_PER_GPU, check_backend
@@ -223,7 +223,7 @@ def _charts_ahead(rounds: Rounds, data: dict, reports: Path, first_cells: list |
     has passed: a failed gate's report draws its own charts, and pyplot takes one thread at a time."""
     ahead = ChartsAhead(load_cache(data["cache_path"]), cache_dir(reports) / "charts", first_cells,
                         run.get("class_count", 0))
-    rounds.follow(ahead.finished)
+    rounds.follow(ahead.finished, ended=ahead.close)  # closed also when training fails or is interrupted
     return ahead
 
 

@@ -96,9 +96,10 @@ class Rounds:
             wait([future])
             raise
 
-    def follow(self, listener: Callable[[dict], None]) -> None:
+    def follow(self, listener: Callable[[dict], None], ended: Callable[[], None] = lambda: None) -> None:
         """Call ``listener`` with every record finished so far, then with each one as it finishes (from the
-        thread that trains: it must return at once)."""
+        thread that trains: it must return at once), and ``ended`` when the rounds end, on an error too."""
+        self._stack.callback(ended)
         with self._records_lock:
             for record in self._finished:
                 listener(record)

@@ -44,22 +44,26 @@ class ChartsAhead:
         self._waiting = {axis: baseline | {cell for cell in ids if cell[0] == axis} for axis in shown}
         self._classes = classes
         self._records: queue.SimpleQueue[dict | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._draw, args=(data, charts), name="report-charts-ahead",
-                                        daemon=True)
+        self._data: Dataset | None = data  # dropped once drawn from: not held while the records come
+        self._thread = threading.Thread(target=self._draw, args=(charts,), name="report-charts-ahead", daemon=True)
         self._thread.start()
 
     def finished(self, record: dict) -> None:
         """A cell's record, trained or reused, from any thread (the ones of no first-round cell are ignored)."""
         self._records.put(record)
 
-    def join(self) -> None:
-        """Wait for the chart being drawn; records that arrive later are not drawn from."""
+    def close(self) -> None:
+        """No more records: the thread draws what it can from those it has and ends (this returns at once)."""
         self._records.put(None)
+
+    def join(self) -> None:
+        """Close, and wait for the charts being drawn."""
+        self.close()
         self._thread.join()
 
-    def _draw(self, data: Dataset, charts: Path) -> None:
+    def _draw(self, charts: Path) -> None:
         with kept_in(charts):
-            _quietly(lambda: ImageDrawer(data).histogram())
+            _quietly(self._histogram)
             finished: dict[tuple, dict] = {}  # by (axis, variant, seed), as the cells are told apart
             while (record := self._records.get()) is not None:
                 finished[(record["axis"], record["variant"], record["seed"])] = record
@@ -70,6 +74,10 @@ class ChartsAhead:
                         # Every cell reused: the run that trained them kept this chart (or the report draws it).
                         if any(not done.get("cached") for done in records):
                             _quietly(self._curves, axis, records)
+
+    def _histogram(self) -> None:
+        data, self._data = self._data, None
+        ImageDrawer(data).histogram()
 
     def _curves(self, axis: str, records: list[dict]) -> None:
         summary = summarise(results_table(records), None, broken_variants(records, self._classes))
